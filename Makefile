@@ -1,0 +1,38 @@
+# Two commands for a fresh machine with Python 3.11+:  make run  /  make test
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DATA_DIR ?= ./data
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint openapi-snapshot clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Agnes needs Python 3.11 or newer on PATH (python3.11, python3.12 …)."; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	DATA_DIR=$(DATA_DIR) $(BIN)/agnes serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src connectors contract_tests tests
+
+# Regenerate the committed OpenAPI snapshot after an intended API change.
+openapi-snapshot: install
+	$(BIN)/python -m agnes.api.openapi_snapshot --write
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

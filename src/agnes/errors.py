@@ -1,0 +1,91 @@
+"""The one error hierarchy of Agnes.
+
+Every failure a caller can see is an `AgnesError` with a stable `code`, an
+HTTP-ish `status`, a `message` saying what was wrong and a `hint` saying how
+to fix it. Codes are declared once in `CATALOG` (the source of docs/errors.md)
+so an AI agent can rely on them; raising an undeclared code is a bug and fails
+loudly in tests.
+
+Startup problems (bad config, newer schema, wrong key) are `StartupError`s:
+they stop the process with the same message + hint instead of an HTTP answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    status: int
+    meaning: str
+    hint: str
+
+
+CATALOG: dict[str, ErrorSpec] = {
+    # --- generic request problems -------------------------------------------------
+    "bad_request": ErrorSpec(400, "The request could not be parsed.", "Send a JSON body that matches the OpenAPI schema at /schema/openapi.json."),
+    "validation_failed": ErrorSpec(400, "A field of the request is missing, unknown or of the wrong type.", "Fix the field named in the message; the schema is at /schema/openapi.json."),
+    "not_found": ErrorSpec(404, "No such route or resource.", "Check the path and id; GET /schema/openapi.json lists every route."),
+    "method_not_allowed": ErrorSpec(405, "The route exists but not for this HTTP method.", "Use one of the methods in the Allow header."),
+    "payload_too_large": ErrorSpec(413, "The request body is larger than allowed.", "Send a smaller body or split the upload."),
+    "internal_error": ErrorSpec(500, "An unexpected server error.", "Retry once; if it persists, read GET /api/health and the server log (error id in the message)."),
+    # --- setup ----------------------------------------------------------------------
+    "setup_required": ErrorSpec(503, "The instance has no users yet; only setup routes answer.", "Bootstrap the first admin: POST /auth/bootstrap with {email, password, setup_token}; read the token with `agnes setup-token` (or `docker compose exec app agnes setup-token`)."),
+    "invalid_setup_token": ErrorSpec(403, "The setup token is missing or wrong.", "Read the token with `agnes setup-token` (or state/setup-token in the data directory, or the server log) and send it as setup_token or the X-Setup-Token header."),
+    "already_bootstrapped": ErrorSpec(409, "The first admin already exists; bootstrap works only once.", "Log in with POST /auth/token {email, password}; an admin can add users with POST /api/users. A locked-out admin runs `agnes users reset-password EMAIL`."),
+    "not_ready": ErrorSpec(503, "The control plane is still being migrated.", "Wait a few seconds and retry; GET /api/health shows when it is ready."),
+    # --- auth -----------------------------------------------------------------------
+    "not_authenticated": ErrorSpec(401, "No valid credentials were sent.", "Send Authorization: Bearer <token>; get one with POST /auth/token {email, password} or create an API token with POST /api/tokens."),
+    "invalid_token": ErrorSpec(401, "The bearer token is malformed, expired, revoked or its user is inactive.", "Get a fresh token with POST /auth/token {email, password}."),
+    "invalid_credentials": ErrorSpec(401, "Email or password is wrong, or the account is inactive.", "Check the email and password; an admin can reset a password with PATCH /api/users/{id} {password}, or on the server `agnes users reset-password EMAIL`."),
+    "too_many_attempts": ErrorSpec(429, "Too many failed logins for this account from this address.", "Wait the number of seconds in the Retry-After header, then retry with the right password."),
+    "forbidden": ErrorSpec(403, "Your role does not allow this.", "Ask an admin for a role with this permission (PATCH /api/users/{id} {role})."),
+    "weak_password": ErrorSpec(400, "The password does not meet the password policy.", "Use a longer password (see the message for the minimum) that is not all one character class."),
+    "invalid_email": ErrorSpec(400, "The email address is not valid.", "Send an address like name@example.com."),
+    "invalid_role": ErrorSpec(400, "The role is not one of admin, analyst, viewer.", "Send role as one of: admin, analyst, viewer."),
+    # --- users and tokens -------------------------------------------------------------
+    "user_exists": ErrorSpec(409, "A user with this email already exists.", "Use another email, or change the existing user with PATCH /api/users/{id}."),
+    "user_not_found": ErrorSpec(404, "No user has this id (or email).", "List users with GET /api/users."),
+    "last_admin": ErrorSpec(409, "This would leave the instance without an active admin.", "Create or promote another admin first (POST /api/users or PATCH /api/users/{id} {role: admin})."),
+    "token_not_found": ErrorSpec(404, "No API token of yours has this id.", "List your tokens with GET /api/tokens."),
+    "empty_update": ErrorSpec(400, "The update named no field to change.", "Send at least one of the documented fields."),
+    # --- startup (never HTTP) ---------------------------------------------------------
+    "config_invalid": ErrorSpec(500, "The configuration file or an environment variable is invalid.", "Fix the file, line and key named in the message, or unset the environment variable."),
+    "schema_too_new": ErrorSpec(500, "The control plane was migrated by a newer Agnes.", "Run the newer image again, or restore the backup from state/backups/ taken before that upgrade."),
+    "secret_too_short": ErrorSpec(500, "A configured secret is shorter than 32 bytes.", "Generate one with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`, or unset the variable to let Agnes create and keep one in state/."),
+    "encryption_key_mismatch": ErrorSpec(500, "The encryption key differs from the one the stored credentials were encrypted with.", "Restore the previous AGNES_ENCRYPTION_KEY (or state/.encryption_key), or run `agnes secrets reset-encryption-key` and re-enter source credentials with POST /api/admin/configure."),
+    "data_dir_unusable": ErrorSpec(500, "The data directory cannot be created or written.", "Point DATA_DIR at a writable folder, or fix ownership (the container runs as uid 10001)."),
+}
+
+
+class AgnesError(Exception):
+    """A failure with a stable code, an explanation and a fix."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str | None = None,
+        *,
+        hint: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        spec = CATALOG.get(code)
+        if spec is None:
+            raise KeyError(f"error code {code!r} is not declared in agnes.errors.CATALOG")
+        self.code = code
+        self.status = status or spec.status
+        self.message = message or spec.meaning
+        self.hint = hint or spec.hint
+        self.headers = headers or {}
+        self.extra = extra or {}
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message} (hint: {self.hint})"
+
+
+class StartupError(AgnesError):
+    """Raised before serving: the process prints it and exits non-zero."""
