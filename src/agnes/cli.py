@@ -1,3 +1,164 @@
-"""Placeholder replaced shortly."""
-def main() -> None:  # pragma: no cover
-    raise SystemExit(0)
+"""`agnes` — the server, the worker and admin/analyst commands in one entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from agnes.errors import AgnesError, StartupError
+from agnes.settings import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Agnes — self-hosted data platform for AI analysts.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+users_app = typer.Typer(help="Server-side user administration (run where the data directory is).",
+                        no_args_is_help=True)
+secrets_app = typer.Typer(help="Instance secrets.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(secrets_app, name="secrets")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: AgnesError, exit_code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
+    err.print(f"[yellow]hint:[/] {exc.hint}")
+    return typer.Exit(exit_code)
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings.load()
+    except AgnesError as exc:
+        raise _fail(exc) from None
+
+
+def _run(coro_factory: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(coro_factory())  # type: ignore[arg-type]
+    except AgnesError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def version() -> None:
+    """Print version, channel and commit of this build."""
+    from agnes.version import build_info
+
+    info = build_info()
+    out.print(f"agnes {info.version} (channel {info.channel}, commit {info.commit})")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings, 8000).")] = None,
+) -> None:
+    """Run the web server (API + web UI)."""
+    import os
+
+    import uvicorn
+
+    from agnes.app import create_app
+    from agnes.services.instance import start_instance
+
+    if host:
+        os.environ["AGNES_HOST"] = host
+    if port:
+        os.environ["AGNES_PORT"] = str(port)
+    settings = _load_settings()
+    logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def preflight() -> None:  # fail fast with a readable message instead of a lifespan traceback
+        instance = await start_instance(settings, serve=False)
+        await instance.close()
+
+    _run(preflight)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        proxy_headers=False,
+        lifespan="on",
+    )
+
+
+@app.command("setup-token")
+def setup_token() -> None:
+    """Print the one-time setup token (only while no user exists)."""
+    from agnes.services.instance import start_instance
+    from agnes.services.setup import prepare_setup_token
+
+    settings = _load_settings()
+
+    async def read() -> str | None:
+        instance = await start_instance(settings, serve=False)
+        try:
+            return await prepare_setup_token(instance, announce=False)
+        finally:
+            await instance.close()
+
+    token = _run(read)
+    if token is None:
+        err.print("Setup is complete: the first admin exists, so there is no setup token any more.")
+        err.print("hint: log in with POST /auth/token; a locked-out admin runs `agnes users reset-password EMAIL`.")
+        raise typer.Exit(1)
+    out.print(token, soft_wrap=True, highlight=False)
+
+
+@users_app.command("reset-password")
+def reset_password(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the new password from stdin.")] = False,
+) -> None:
+    """Set a new password for a user (and reactivate them): recovery for a locked-out admin."""
+    from agnes.services.instance import start_instance
+    from agnes.services.users import reset_password as do_reset
+
+    settings = _load_settings()
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+
+    async def reset() -> str:
+        instance = await start_instance(settings, serve=False)
+        try:
+            user = await do_reset(instance, email, password)
+            return user.email
+        finally:
+            await instance.close()
+
+    out.print(f"Password of {_run(reset)} changed; the account is active.")
+
+
+@secrets_app.command("reset-encryption-key")
+def reset_encryption_key(
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm that stored source credentials are lost.")] = False,
+) -> None:
+    """Accept a new encryption key after the old one was lost (stored credentials must be re-entered)."""
+    from agnes.services.instance import forget_encryption_key
+
+    if not yes:
+        err.print("This forgets the old encryption key: every stored source credential must be entered again.")
+        err.print("hint: re-run with --yes to confirm.")
+        raise typer.Exit(1)
+    settings = _load_settings()
+    _run(lambda: forget_encryption_key(settings))
+    out.print("The encryption key fingerprint was reset; start Agnes and re-enter source credentials.")
+
+
+def main() -> None:
+    try:
+        app()
+    except StartupError as exc:  # pragma: no cover - defensive: commands catch their own
+        raise SystemExit(_fail(exc).exit_code) from None

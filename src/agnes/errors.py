@@ -29,6 +29,8 @@ CATALOG: dict[str, ErrorSpec] = {
     "not_found": ErrorSpec(404, "No such route or resource.", "Check the path and id; GET /schema/openapi.json lists every route."),
     "method_not_allowed": ErrorSpec(405, "The route exists but not for this HTTP method.", "Use one of the methods in the Allow header."),
     "payload_too_large": ErrorSpec(413, "The request body is larger than allowed.", "Send a smaller body or split the upload."),
+    "unsupported_media_type": ErrorSpec(415, "The request body has a content type this route does not accept.", "Send Content-Type: application/json (or multipart/form-data for uploads)."),
+    "request_error": ErrorSpec(400, "The request was refused by the HTTP layer.", "Read the message; the route's documentation is at /schema/openapi.json."),
     "internal_error": ErrorSpec(500, "An unexpected server error.", "Retry once; if it persists, read GET /api/health and the server log (error id in the message)."),
     # --- setup ----------------------------------------------------------------------
     "setup_required": ErrorSpec(503, "The instance has no users yet; only setup routes answer.", "Bootstrap the first admin: POST /auth/bootstrap with {email, password, setup_token}; read the token with `agnes setup-token` (or `docker compose exec app agnes setup-token`)."),

@@ -1,0 +1,78 @@
+"""Application factory: `create_app(settings)` builds the Litestar app; its
+lifespan prepares the instance (migrations, secrets, setup token) before the
+first request is served."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from litestar import Litestar, Router
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.jinja import JinjaTemplateEngine as Jinja
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from agnes.api.auth import AuthController
+from agnes.api.deps import DEPENDENCIES
+from agnes.api.errors import EXCEPTION_HANDLERS
+from agnes.api.health import get_health
+from agnes.api.middleware import SETUP_ALLOWED, GateMiddleware
+from agnes.api.tokens import TokensController
+from agnes.api.users import UsersController, get_me
+from agnes.services.instance import start_instance
+from agnes.settings import Settings
+from agnes.version import __version__
+from agnes.web.routes import ROUTES as WEB_ROUTES
+
+WEB_DIR = Path(__file__).parent / "web"
+API_HANDLERS = [get_health, AuthController, UsersController, get_me, TokensController]
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Agnes",
+        version=__version__,
+        description="Self-hosted data platform for AI analysts. Errors: {error: {code, message, hint}}.",
+        path="/schema",
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="A JWT from POST /auth/token or a long-lived API token from POST /api/tokens.",
+                )
+            }
+        ),
+        security=[{"bearer": []}],
+        openapi_router=Router(path="/schema", route_handlers=[], opt={SETUP_ALLOWED: True}),
+    )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.load()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        instance = await start_instance(settings)
+        app.state.instance = instance
+        try:
+            yield
+        finally:
+            await instance.close()
+
+    static = create_static_files_router(
+        path="/static", directories=[WEB_DIR / "static"], opt={SETUP_ALLOWED: True}, include_in_schema=False
+    )
+    return Litestar(
+        route_handlers=[*API_HANDLERS, *WEB_ROUTES, static],
+        dependencies=DEPENDENCIES,
+        middleware=[GateMiddleware()],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        openapi_config=openapi_config(),
+        template_config=TemplateConfig(directory=WEB_DIR / "templates", engine=Jinja),
+        request_max_body_size=settings.server.max_request_body_mb * 1024 * 1024,
+    )

@@ -1,0 +1,32 @@
+"""The client's address, trusting X-Forwarded-For only from configured proxies."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from functools import lru_cache
+
+
+@lru_cache(maxsize=32)
+def _networks(trusted: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
+
+
+def _is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in _networks(trusted))
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[str]) -> str | None:
+    """Walk X-Forwarded-For from the right while hops are trusted proxies."""
+    trusted_t = tuple(trusted)
+    if not peer or not forwarded_for or not trusted_t or not _is_trusted(peer, trusted_t):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted_t):
+            return hop
+    return hops[0] if hops else peer

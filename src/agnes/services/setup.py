@@ -1,0 +1,78 @@
+"""First run: the one-time setup token and the bootstrap of the first admin."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from agnes.control import audit, kv
+from agnes.control import users as users_repo
+from agnes.errors import AgnesError
+from agnes.models import User
+from agnes.security.passwords import check_password_policy, hash_password, validate_email
+from agnes.security.setup_token import (
+    ensure_setup_token,
+    remove_setup_token,
+    setup_token_hash,
+    setup_token_matches,
+)
+from agnes.security.tokens import AccessToken, issue_access_token
+from agnes.services.instance import Instance
+
+log = logging.getLogger("agnes.setup")
+
+
+async def prepare_setup_token(instance: Instance, *, announce: bool = True) -> str | None:
+    """While no user exists: make sure a setup token exists and announce it once."""
+    state_dir = instance.settings.state_dir
+    if not instance.setup_required:
+        remove_setup_token(state_dir)
+        return None
+    token = ensure_setup_token(state_dir, instance.settings.secrets.setup_token)
+    async with instance.control.transaction() as conn:
+        await kv.put(conn, kv.SETUP_TOKEN_HASH, setup_token_hash(token))
+    if announce:
+        _announce(token, state_dir)
+    return token
+
+
+def _announce(token: str, state_dir: Path) -> None:
+    log.warning(
+        "Agnes is in setup mode. Setup token: %s  (also in %s; `agnes setup-token` shows it). "
+        "Finish setup at /setup or: curl -X POST http://HOST:PORT/auth/bootstrap -H 'Content-Type: application/json' "
+        "-d '{\"email\": \"admin@example.com\", \"password\": \"…\", \"setup_token\": \"…\"}'",
+        token,
+        state_dir / "setup-token",
+    )
+
+
+async def bootstrap(
+    instance: Instance, *, email: str, password: str, setup_token: str, ip: str | None
+) -> tuple[User, AccessToken]:
+    """Create the first admin. Exactly one concurrent caller can win."""
+    email = validate_email(email)
+    check_password_policy(password, min_length=instance.settings.auth.min_password_length, email=email)
+    password_hash = await asyncio.to_thread(hash_password, password)
+    async with instance.control.transaction() as conn:
+        if await users_repo.count(conn) > 0:
+            raise AgnesError("already_bootstrapped")
+        expected = await kv.get(conn, kv.SETUP_TOKEN_HASH)
+        accepted = bool(expected) and setup_token_matches(expected or "", setup_token)
+        if accepted:
+            user = await users_repo.create(conn, email=email, password_hash=password_hash, role="admin")
+            await kv.delete(conn, kv.SETUP_TOKEN_HASH)
+            await audit.record(
+                conn, action="bootstrap", actor=email, actor_user_id=user.id, target=f"user:{user.id}", ip=ip
+            )
+            # Last step inside the transaction: a failed commit keeps the file for a retry.
+            remove_setup_token(instance.settings.state_dir)
+    if not accepted:
+        async with instance.control.transaction() as conn:
+            await audit.record(conn, action="bootstrap_refused", actor=email, detail={"reason": "bad setup token"}, ip=ip)
+        raise AgnesError("invalid_setup_token")
+    instance.setup_required = False
+    token = issue_access_token(
+        instance.secrets.jwt_key, user.id, instance.settings.auth.access_token_ttl_seconds
+    )
+    return user, token
