@@ -47,7 +47,7 @@ def openapi_config() -> OpenAPIConfig:
             }
         ),
         security=[{"bearer": []}],
-        openapi_router=Router(path="/schema", route_handlers=[], opt={SETUP_ALLOWED: True}),
+        openapi_router=Router(path="/schema", route_handlers=[], opt={SETUP_ALLOWED: True}, include_in_schema=False),
     )
 
 

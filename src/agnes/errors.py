@@ -55,6 +55,7 @@ CATALOG: dict[str, ErrorSpec] = {
     # --- startup (never HTTP) ---------------------------------------------------------
     "config_invalid": ErrorSpec(500, "The configuration file or an environment variable is invalid.", "Fix the file, line and key named in the message, or unset the environment variable."),
     "schema_too_new": ErrorSpec(500, "The control plane was migrated by a newer Agnes.", "Run the newer image again, or restore the backup from state/backups/ taken before that upgrade."),
+    "migration_failed": ErrorSpec(500, "A control-plane migration failed and was rolled back.", "Keep the data directory as it is and report the message; the database stays at the version named, and a backup from before the attempt is in state/backups/."),
     "secret_too_short": ErrorSpec(500, "A configured secret is shorter than 32 bytes.", "Generate one with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`, or unset the variable to let Agnes create and keep one in state/."),
     "encryption_key_mismatch": ErrorSpec(500, "The encryption key differs from the one the stored credentials were encrypted with.", "Restore the previous AGNES_ENCRYPTION_KEY (or state/.encryption_key), or run `agnes secrets reset-encryption-key` and re-enter source credentials with POST /api/admin/configure."),
     "data_dir_unusable": ErrorSpec(500, "The data directory cannot be created or written.", "Point DATA_DIR at a writable folder, or fix ownership (the container runs as uid 10001)."),

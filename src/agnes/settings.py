@@ -228,7 +228,8 @@ def _read_file(path: Path, label: str) -> tuple[dict[Any, Any], dict[str, int]]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         at = f" line {mark.line + 1}" if mark else ""
-        raise StartupError("config_invalid", f"{label}{at}: invalid YAML: {e.problem or e.context}") from None
+        ctx = f" ({e.context} at line {e.context_mark.line + 1})" if e.context and e.context_mark and e.problem else ""
+        raise StartupError("config_invalid", f"{label}{at}: invalid YAML: {e.problem or e.context}{ctx}") from None
     except yaml.YAMLError as e:
         raise StartupError("config_invalid", f"{label}: invalid YAML: {e}") from None
 

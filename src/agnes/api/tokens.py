@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, delete, get, post
-from litestar.params import Body, FromPath
+from litestar.params import Body
 
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
 from agnes.api.errors import documented
 from agnes.api.guards import requires_analyst
-from agnes.api.schemas import STRICT, CreatedToken, CreateTokenRequest, ItemList, created_token
+from agnes.api.schemas import STRICT, CreatedToken, CreateTokenRequest, ItemList, RowId, created_token
 from agnes.models import ApiToken
 from agnes.services import tokens as tokens_service
 
@@ -44,5 +44,5 @@ class TokensController(Controller):
 
     @delete("/{token_id:int}", operation_id="revokeToken", summary="Revoke one of your API tokens",
             responses=documented(*AUTH_ERRORS, "token_not_found"))
-    async def revoke_token(self, instance: InstanceDep, current_user: CurrentUser, ip: ClientIp, token_id: FromPath[int]) -> None:
+    async def revoke_token(self, instance: InstanceDep, current_user: CurrentUser, ip: ClientIp, token_id: RowId) -> None:
         await tokens_service.revoke_token(instance, current_user, token_id, ip=ip)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, delete, get, patch, post
-from litestar.params import Body, FromPath
+from litestar.params import Body
 
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
 from agnes.api.errors import documented
 from agnes.api.guards import requires_admin, requires_viewer
-from agnes.api.schemas import STRICT, CreateUserRequest, ItemList, UpdateUserRequest
+from agnes.api.schemas import STRICT, CreateUserRequest, ItemList, RowId, UpdateUserRequest
 from agnes.models import User
 from agnes.services import users as users_service
 
@@ -46,7 +46,7 @@ class UsersController(Controller):
 
     @get("/{user_id:int}", operation_id="getUser", summary="One user",
          responses=documented(*AUTH_ERRORS, "user_not_found"))
-    async def get_user(self, instance: InstanceDep, user_id: FromPath[int]) -> User:
+    async def get_user(self, instance: InstanceDep, user_id: RowId) -> User:
         return await users_service.get_user(instance, user_id)
 
     @patch(
@@ -61,7 +61,7 @@ class UsersController(Controller):
         instance: InstanceDep,
         current_user: CurrentUser,
         ip: ClientIp,
-        user_id: FromPath[int],
+        user_id: RowId,
         data: Annotated[UpdateUserRequest, Body(schema_extra=STRICT)],
     ) -> User:
         return await users_service.update_user(
@@ -70,7 +70,7 @@ class UsersController(Controller):
 
     @delete("/{user_id:int}", operation_id="deleteUser", summary="Delete a user",
             responses=documented(*AUTH_ERRORS, "user_not_found", "last_admin"))
-    async def delete_user(self, instance: InstanceDep, current_user: CurrentUser, ip: ClientIp, user_id: FromPath[int]) -> None:
+    async def delete_user(self, instance: InstanceDep, current_user: CurrentUser, ip: ClientIp, user_id: RowId) -> None:
         await users_service.delete_user(instance, current_user, user_id, ip=ip)
 
 

@@ -54,8 +54,7 @@ def validate_source_name(source: str) -> str:
     """Source names become folder and schema names: keep them boring and safe."""
     if not SOURCE_RE.match(source or "") or source in RESERVED_SOURCES:
         raise PublishError(
-            f"invalid source name {source!r}: use ^[a-z][a-z0-9_]{{0,62}}$ and not one of "
-            f"{sorted(RESERVED_SOURCES)}"
+            f"invalid source name {source!r}: use ^[a-z][a-z0-9_]{{0,62}}$ and not one of {sorted(RESERVED_SOURCES)}"
         )
     return source
 

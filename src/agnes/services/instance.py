@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from agnes.control import kv
 from agnes.control import users as users_repo
 from agnes.control.db import ControlPlane
-from agnes.control.migrate import migrate
+from agnes.control.migrate import MigrationError, MigrationReport, migrate
 from agnes.errors import StartupError
 from agnes.security.encryption import Encryptor
 from agnes.security.secrets import InstanceSecrets, key_fingerprint, load_instance_secrets
@@ -90,7 +90,7 @@ async def start_instance(settings: Settings, *, serve: bool = True) -> Instance:
     `serve=False` (worker, CLI) skips the setup token: only the server hands it out.
     """
     ensure_data_dirs(settings)
-    report = await asyncio.to_thread(migrate, settings.control_db_path, settings.backups_dir)
+    report = await _migrate(settings)
     if report.applied:
         log.info("control plane migrated from schema %s to %s", report.from_version, report.to_version)
     secrets = load_instance_secrets(settings.state_dir, secrets_env(settings))
@@ -119,6 +119,13 @@ async def start_instance(settings: Settings, *, serve: bool = True) -> Instance:
         raise
 
 
+async def _migrate(settings: Settings) -> MigrationReport:
+    try:
+        return await asyncio.to_thread(migrate, settings.control_db_path, settings.backups_dir)
+    except MigrationError as exc:
+        raise StartupError("migration_failed", str(exc)) from exc
+
+
 async def _check_encryption_key(control: ControlPlane, key: bytes) -> None:
     fingerprint = key_fingerprint(key)
     async with control.transaction() as conn:
@@ -134,7 +141,7 @@ async def _check_encryption_key(control: ControlPlane, key: bytes) -> None:
 async def forget_encryption_key(settings: Settings) -> None:
     """Drop the stored key fingerprint so a new key is accepted at the next start."""
     ensure_data_dirs(settings)
-    await asyncio.to_thread(migrate, settings.control_db_path, settings.backups_dir)
+    await _migrate(settings)
     control = await ControlPlane.open(settings.control_db_path)
     try:
         async with control.transaction() as conn:

@@ -1,0 +1,1 @@
+"""The individual contract checks, one module per part of the extract."""

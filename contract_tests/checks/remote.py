@@ -1,0 +1,249 @@
+"""Remote (pass-through) tables: `_remote_attach` and the views that use it.
+
+A remote view may read only from aliases declared in `_remote_attach`; the
+references are found with DuckDB's own parser (`json_serialize_sql`), never
+with regex, so quoting, CTEs and subqueries cannot hide one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+import duckdb
+
+from ..report import Report, TableInfo
+from ..spec import (
+    REMOTE_ATTACH_COLUMNS,
+    REMOTE_ATTACH_TABLE,
+    RESERVED_SOURCE_NAMES,
+    SOURCE_NAME_RE,
+)
+from .catalog import Catalog, check_columns, q, sql_str
+from .meta import MetaRow
+from .secrets import is_env_var_name, looks_like_secret, mask, url_secret
+
+#: Table functions that take an ATTACH alias as first argument and run SQL there.
+_ALIAS_QUERY_FUNCTIONS = frozenset({"postgres_query", "mysql_query", "bigquery_query", "sqlite_query"})
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One relation a view reads: an alias-qualified table or something else."""
+
+    alias: str | None  # catalog (or first qualifier) of a table, or the alias of *_query
+    shown: str  # how to name it in a message
+    kind: str  # 'table' | 'local' | 'function'
+
+
+def read_attach(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, report: Report, has_remote: bool
+) -> set[str] | None:
+    """Check `_remote_attach`; return the declared aliases (lowercase), or None when absent."""
+    name = catalog.table(REMOTE_ATTACH_TABLE)
+    if name is None:
+        if catalog.view(REMOTE_ATTACH_TABLE):
+            report.add(
+                "remote_attach_not_a_table",
+                REMOTE_ATTACH_TABLE,
+                "_remote_attach is a view; the contract needs a base table",
+                "DROP VIEW _remote_attach and create it with contract_tests/spec/remote_attach.sql",
+            )
+        elif has_remote:
+            report.add(
+                "remote_attach_missing",
+                REMOTE_ATTACH_TABLE,
+                "_meta has remote tables but extract.duckdb has no _remote_attach table",
+                "create it with contract_tests/spec/remote_attach.sql and insert one row per ATTACH alias "
+                "your remote views use",
+            )
+        return None
+    source, _exact = check_columns(
+        con, report, name, REMOTE_ATTACH_COLUMNS, "remote_attach", "remote_attach.sql"
+    )
+    select = ", ".join(
+        f"TRY_CAST({q(source[c])} AS VARCHAR)" if c in source else "NULL::VARCHAR" for c in REMOTE_ATTACH_COLUMNS
+    )
+    rows = con.execute(f"SELECT {select} FROM {q(name)}").fetchall()  # noqa: S608 — names are quoted
+    if not rows and has_remote:
+        report.add(
+            "remote_attach_empty",
+            REMOTE_ATTACH_TABLE,
+            "_remote_attach has no rows, so no remote view can be attached",
+            "INSERT INTO _remote_attach VALUES ('<alias>', '<extension>', '<url without secret>', '<ENV_VAR_NAME>')",
+        )
+    counts = Counter((r[0] or "").lower() for r in rows if r[0])
+    aliases: set[str] = set()
+    for i, (alias, extension, url, token_env) in enumerate(rows, 1):
+        label = f"alias {alias!r}" if alias else f"_remote_attach row {i}"
+        _check_alias(alias, counts, label, report)
+        if alias:
+            aliases.add(alias.lower())
+        if not extension:
+            report.add(
+                "remote_attach_extension_missing",
+                REMOTE_ATTACH_TABLE,
+                f"{label}: extension is empty",
+                "set extension to the DuckDB extension that ATTACHes it, e.g. 'postgres', 'sqlite', 'bigquery'",
+            )
+        if url:
+            masked = url_secret(url)
+            if masked is not None:
+                report.add(
+                    "url_contains_secret",
+                    REMOTE_ATTACH_TABLE,
+                    f"{label}: url carries a secret: {masked}",
+                    "remove the password from the url, put the secret in an environment variable and store "
+                    "that variable's NAME in token_env; then rotate the leaked secret",
+                )
+        if token_env is not None:
+            _check_token_env(token_env, label, report)
+    return aliases
+
+
+def _check_alias(alias: str | None, counts: Counter, label: str, report: Report) -> None:
+    problem = None
+    if not alias:
+        problem = "alias is empty"
+    elif not SOURCE_NAME_RE.match(alias):
+        problem = f"alias {alias!r} does not match ^[a-z][a-z0-9_]{{0,62}}$"
+    elif alias in RESERVED_SOURCE_NAMES:
+        problem = f"alias {alias!r} is a reserved DuckDB name"
+    elif counts[alias.lower()] > 1:
+        problem = f"alias {alias!r} is declared {counts[alias.lower()]} times"
+    if problem:
+        report.add(
+            "remote_attach_alias_invalid",
+            REMOTE_ATTACH_TABLE,
+            f"{label}: {problem}",
+            "give every ATTACH a unique lowercase alias such as 'kbc' or 'pg', and use it in the views",
+        )
+
+
+def _check_token_env(value: str, label: str, report: Report) -> None:
+    if is_env_var_name(value):
+        return
+    if value and (looks_like_secret(value) or not value.upper().replace("-", "_").isidentifier()):
+        report.add(
+            "token_env_secret",
+            REMOTE_ATTACH_TABLE,
+            f"{label}: token_env holds what looks like a secret ({mask(value)}), not an env-var name",
+            "store the secret in an environment variable and put only its NAME in token_env "
+            "(e.g. 'PG_PASSWORD'); treat the leaked value as compromised and rotate it",
+        )
+        return
+    report.add(
+        "token_env_invalid",
+        REMOTE_ATTACH_TABLE,
+        f"{label}: token_env ({mask(value)}) is not an env-var name matching ^[A-Z_][A-Z0-9_]*$",
+        "use an uppercase env-var NAME such as 'PG_PASSWORD' (letters, digits, _), or NULL when no secret is needed",
+    )
+
+
+def view_query(con: duckdb.DuckDBPyConnection, create_sql: str) -> dict | None:
+    """Parse the SELECT of a `CREATE VIEW … AS <select>` text into DuckDB's JSON AST."""
+    text = create_sql.strip().rstrip(";")
+    start = 0
+    while (i := text.find(" AS ", start)) != -1:
+        start = i + 1
+        out = con.execute("SELECT json_serialize_sql(?)", [text[i + 4 :]]).fetchone()[0]
+        ast = json.loads(out)
+        if not ast.get("error"):
+            return ast
+    return None
+
+
+def _walk(node, refs: list[Ref], ctes: set[str]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _walk(item, refs, ctes)
+        return
+    if not isinstance(node, dict):
+        return
+    for entry in (node.get("cte_map") or {}).get("map") or []:
+        ctes.add(str(entry.get("key", "")).lower())
+    kind = node.get("type")
+    if kind == "BASE_TABLE":
+        cat, schema, table = node.get("catalog_name") or "", node.get("schema_name") or "", node.get("table_name")
+        shown = ".".join(p for p in (cat, schema, table) if p)
+        if cat or schema:
+            refs.append(Ref((cat or schema).lower(), shown, "table"))
+        else:
+            refs.append(Ref(None, shown, "local"))
+    elif kind == "TABLE_FUNCTION":
+        fn = node.get("function") or {}
+        name = str(fn.get("function_name", "")).lower()
+        args = fn.get("children") or []
+        first = args[0] if args else {}
+        const = (first.get("value") or {}).get("value") if first.get("class") == "CONSTANT" else None
+        if name in _ALIAS_QUERY_FUNCTIONS and isinstance(const, str):
+            refs.append(Ref(const.lower(), f"{name}({const!r}, …)", "table"))
+        else:
+            refs.append(Ref(None, f"{name}(…)", "function"))
+    for value in node.values():
+        _walk(value, refs, ctes)
+
+
+def view_refs(ast: dict) -> list[Ref]:
+    """Every relation the view reads, minus references to its own CTEs."""
+    refs: list[Ref] = []
+    ctes: set[str] = set()
+    _walk(ast.get("statements", []), refs, ctes)
+    return [r for r in refs if not (r.kind == "local" and r.shown.lower() in ctes)]
+
+
+def check_remote_row(
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    row: MetaRow,
+    aliases: set[str] | None,
+    report: Report,
+) -> TableInfo:
+    """A remote row needs a view that reads only from declared aliases."""
+    name = row.table_name or ""
+    info = TableInfo(name=name, query_mode=row.query_mode, meta_rows=row.rows)
+    view = catalog.view(name)
+    if view is None:
+        extra = " (there is a base table of that name — remote tables are views)" if catalog.table(name) else ""
+        report.add(
+            "remote_view_missing",
+            name,
+            f"remote table {name!r} has no view in extract.duckdb{extra}",
+            f"ATTACH the source under its alias while writing the extract, then CREATE VIEW {q(name)} AS "
+            "SELECT * FROM <alias>.<schema>.<table>; or set query_mode = 'local' and write its data",
+        )
+        return info
+    info.data_kind = "remote_view"
+    ast = view_query(con, view[1])
+    if ast is None:
+        report.add(
+            "remote_view_unparseable",
+            name,
+            f"the SQL of view {view[0]} cannot be parsed by DuckDB {duckdb.__version__}",
+            f"recreate the view with duckdb==1.5.5: CREATE OR REPLACE VIEW {q(name)} AS SELECT ... FROM <alias>...",
+        )
+        return info
+    for ref in dict.fromkeys(view_refs(ast)):
+        # With no declared alias at all, remote_attach_missing/_empty already says what to add.
+        if ref.kind == "table" and (not aliases or ref.alias in aliases):
+            continue
+        if ref.kind == "table":
+            report.add(
+                "remote_alias_undeclared",
+                name,
+                f"view {view[0]} reads {ref.shown}, but alias {ref.alias!r} is not declared in _remote_attach",
+                f"INSERT INTO _remote_attach (alias, extension, url, token_env) VALUES ({sql_str(ref.alias)}, "
+                "'<extension>', '<url without secret>', '<ENV_VAR_NAME>') — or fix the alias in the view",
+            )
+        else:
+            what = "a table of the extract itself" if ref.kind == "local" else "a table function"
+            report.add(
+                "remote_view_bad_reference",
+                name,
+                f"view {view[0]} reads {ref.shown} ({what}); a remote view may read only from "
+                "aliases declared in _remote_attach",
+                "qualify every table with its ATTACH alias (<alias>.<schema>.<table>); for local data use "
+                "query_mode = 'local' with parquet or a base table instead",
+            )
+    return info

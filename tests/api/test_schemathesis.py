@@ -1,0 +1,86 @@
+"""Property-based fuzzing of every operation in the OpenAPI document.
+
+The app runs in-process on a real, bootstrapped instance. Each operation is
+called unauthenticated and as admin; every response must be documented (status,
+content type, body schema) and no input may cause a 5xx. New endpoints are
+covered automatically because the test iterates the schema.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.python import asgi
+from schemathesis.specs.openapi import checks as oa_checks
+
+from agnes.app import create_app
+from agnes.settings import Settings
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+
+EXCLUDED = [
+    # Litestar bug #4169: its automatic OPTIONS answer lists only one handler's methods.
+    oa_checks.allow_header_conformance,
+    # Some rules are semantic and cannot be expressed in JSON Schema (password policy against
+    # common passwords or the email's own name, duplicate emails, the last-admin rule), so a
+    # schema-valid body may rightly get a documented 400/409. Those refusals are tested one by one
+    # in test_users.py / test_bootstrap.py; every response is still checked against the schema.
+    oa_checks.positive_data_acceptance,
+]
+
+
+_TMP = tempfile.TemporaryDirectory(prefix="agnes-fuzz-")
+DATA = Path(_TMP.name)
+APP = create_app(Settings.load({"DATA_DIR": str(DATA)}))
+# Loaded from the app's own document; requests go in-process to APP (its lifespan starts on first call).
+schema = schemathesis.openapi.from_dict(APP.openapi_schema.to_schema())
+schema.app = APP
+
+
+class FuzzSession:
+    def __init__(self) -> None:
+        with asgi.get_client(APP) as client:
+            token = (DATA / "state" / "setup-token").read_text().strip()
+            boot = client.post("/auth/bootstrap", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD,
+                                                        "setup_token": token})
+            assert boot.status_code == 201, boot.text
+            self.admin_id = boot.json()["user"]["id"]
+            self.headers = {"Authorization": f"Bearer {boot.json()['access_token']}"}
+            spare = client.post("/api/users", headers=self.headers, json={
+                "email": "spare@example.com", "password": "throwaway-Passphrase-42", "role": "viewer"})
+            assert spare.status_code == 201, spare.text
+            self.spare_id = spare.json()["id"]
+
+    def protect_session(self, case: schemathesis.Case) -> None:
+        """Keep the fuzzing admin usable: changes aimed at it go to a spare user.
+
+        Deleting, demoting or re-passwording the admin that drives the fuzz run
+        would turn every later call into 401/403 and stop exploring the API.
+        The last-admin rule itself is tested in test_users.py.
+        """
+        if case.path_parameters and case.path_parameters.get("user_id") == self.admin_id:
+            case.path_parameters["user_id"] = self.spare_id
+
+
+@pytest.fixture(scope="module")
+def fuzz() -> FuzzSession:
+    return FuzzSession()
+
+
+FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@schema.parametrize()
+@FUZZ
+def test_api_as_admin(case: schemathesis.Case, fuzz: FuzzSession) -> None:
+    fuzz.protect_session(case)
+    case.call_and_validate(headers=fuzz.headers, excluded_checks=EXCLUDED)
+
+
+@schema.parametrize()
+@FUZZ
+def test_api_unauthenticated(case: schemathesis.Case, fuzz: FuzzSession) -> None:
+    case.call_and_validate(excluded_checks=EXCLUDED)
