@@ -46,9 +46,7 @@ def build_valid_extract(
     orders = pa.table({"id": [1, 2, 3], "customer_id": [10, 11, 10], "amount": [9.5, 20.0, 3.25]})
     pq.write_table(orders, data / "orders.parquet")
     pq.write_table(pa.table({"id": [1, 2], "kind": ["view", "click"]}), data / "events" / "part-0.parquet")
-    pq.write_table(
-        pa.table({"id": [3, 4, 5], "kind": ["view", "view", "buy"]}), data / "events" / "part-1.parquet"
-    )
+    pq.write_table(pa.table({"id": [3, 4, 5], "kind": ["view", "view", "buy"]}), data / "events" / "part-1.parquet")
     sizes = {
         "orders": (data / "orders.parquet").stat().st_size,
         "events": sum(f.stat().st_size for f in (data / "events").glob("*.parquet")),
@@ -63,9 +61,7 @@ def build_valid_extract(
             "t(id, name)"
         )
         # For standalone use only; the engine and the validator never run it.
-        con.execute(
-            f"CREATE VIEW orders AS SELECT * FROM read_parquet('{(data / 'orders.parquet').as_posix()}')"
-        )
+        con.execute(f"CREATE VIEW orders AS SELECT * FROM read_parquet('{(data / 'orders.parquet').as_posix()}')")
         descriptions = {"orders": "Orders (one file)", "events": "Events (partitioned)", "customers": "Customers"}
         for name, rows in VALID_TABLES.items():
             con.execute(

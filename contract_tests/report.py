@@ -93,7 +93,5 @@ class Report:
             lines.append("tables:")
             for t in self.tables:
                 rows = "?" if t.rows is None else str(t.rows)
-                lines.append(
-                    f"  {t.name:<32} {t.query_mode or '?':<7} {t.data_kind or 'no data':<13} rows={rows}"
-                )
+                lines.append(f"  {t.name:<32} {t.query_mode or '?':<7} {t.data_kind or 'no data':<13} rows={rows}")
         return "\n".join(lines)

@@ -44,8 +44,7 @@ def validate_extract(
             "extract_missing",
             None,
             f"no {EXTRACT_FILE}: {where}",
-            f"write {EXTRACT_FILE} (DuckDB {PINNED_DUCKDB}) with a _meta table into the extract folder, "
-            "next to data/",
+            f"write {EXTRACT_FILE} (DuckDB {PINNED_DUCKDB}) with a _meta table into the extract folder, next to data/",
         )
         return report
     check_wal(db_file, report)
@@ -54,6 +53,13 @@ def validate_extract(
         return report
     try:
         _check_contents(con, extract_dir, report, now or meta_checks.utc_now())
+    except duckdb.Error as exc:  # a damaged catalog or block: say so instead of crashing
+        report.add(
+            "extract_unreadable",
+            None,
+            f"reading extract.duckdb failed: {str(exc).splitlines()[0]}",
+            f"rewrite the extract with duckdb=={PINNED_DUCKDB} and close the connection before handing it over",
+        )
     finally:
         con.close()
     return report

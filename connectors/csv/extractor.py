@@ -21,7 +21,10 @@ from agnes.extract.writer import sql_literal
 
 
 def _read_sql(path: Path, delimiter: str, full_sample: bool) -> str:
-    options = f"header = true, delim = {sql_literal(delimiter)}, quote = '\"', escape = '\"', strict_mode = true"
+    # Pin everything but the column types: left to guess, DuckDB's sniffer may skip leading rows
+    # or treat '#' lines as comments - silent data loss.
+    options = (f"header = true, delim = {sql_literal(delimiter)}, quote = '\"', escape = '\"', skip = 0, "
+               "comment = '', strict_mode = true, null_padding = false")
     if full_sample:  # a value late in the file broke the type guessed from the first rows
         options += ", sample_size = -1"
     return f"SELECT * FROM read_csv({sql_literal(path)}, {options})"

@@ -123,8 +123,7 @@ def check_columns(
         report.add(
             f"{code_prefix}_column_extra",
             table,
-            f"{table} has an extra column {q(col)} ({actual[col]}); the contract is frozen and allows no "
-            "other columns",
+            f"{table} has an extra column {q(col)} ({actual[col]}); the contract is frozen and allows no other columns",
             f"ALTER TABLE {table} DROP COLUMN {q(col)} — keep extra metadata in a table of your own",
         )
 

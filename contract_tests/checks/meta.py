@@ -84,9 +84,7 @@ def _name_problem(name: str) -> str:
     return "contains " + " ".join(repr(c) for c in bad) if bad else "is not a valid table name"
 
 
-def read_meta(
-    con: duckdb.DuckDBPyConnection, catalog: Catalog, report: Report
-) -> list[MetaRow] | None:
+def read_meta(con: duckdb.DuckDBPyConnection, catalog: Catalog, report: Report) -> list[MetaRow] | None:
     """Check `_meta` exists as a base table with the frozen columns; read its rows."""
     name = catalog.table(META_TABLE)
     if name is None:
@@ -100,7 +98,9 @@ def read_meta(
         return None
     source, exact = check_columns(con, report, name, META_COLUMNS, "meta", "meta.sql")
     select = ", ".join(
-        f"TRY_CAST({q(source[c])} AS {t})" if c in source else f"NULL::{t}" for c, t in META_COLUMNS.items()
+        # Via VARCHAR: every type casts to text, so no mistyped column can make the read fail.
+        f"TRY_CAST(CAST({q(source[c])} AS VARCHAR) AS {t})" if c in source else f"NULL::{t}"
+        for c, t in META_COLUMNS.items()
     )
     rows = con.execute(f"SELECT {select} FROM {q(name)}").fetchall()  # noqa: S608 — names are quoted
     cols = list(META_COLUMNS)

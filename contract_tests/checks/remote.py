@@ -37,9 +37,7 @@ class Ref:
     kind: str  # 'table' | 'local' | 'function'
 
 
-def read_attach(
-    con: duckdb.DuckDBPyConnection, catalog: Catalog, report: Report, has_remote: bool
-) -> set[str] | None:
+def read_attach(con: duckdb.DuckDBPyConnection, catalog: Catalog, report: Report, has_remote: bool) -> set[str] | None:
     """Check `_remote_attach`; return the declared aliases (lowercase), or None when absent."""
     name = catalog.table(REMOTE_ATTACH_TABLE)
     if name is None:
@@ -59,11 +57,9 @@ def read_attach(
                 "your remote views use",
             )
         return None
-    source, _exact = check_columns(
-        con, report, name, REMOTE_ATTACH_COLUMNS, "remote_attach", "remote_attach.sql"
-    )
+    source, _exact = check_columns(con, report, name, REMOTE_ATTACH_COLUMNS, "remote_attach", "remote_attach.sql")
     select = ", ".join(
-        f"TRY_CAST({q(source[c])} AS VARCHAR)" if c in source else "NULL::VARCHAR" for c in REMOTE_ATTACH_COLUMNS
+        f"CAST({q(source[c])} AS VARCHAR)" if c in source else "NULL::VARCHAR" for c in REMOTE_ATTACH_COLUMNS
     )
     rows = con.execute(f"SELECT {select} FROM {q(name)}").fetchall()  # noqa: S608 — names are quoted
     if not rows and has_remote:
@@ -73,11 +69,19 @@ def read_attach(
             "_remote_attach has no rows, so no remote view can be attached",
             "INSERT INTO _remote_attach VALUES ('<alias>', '<extension>', '<url without secret>', '<ENV_VAR_NAME>')",
         )
-    counts = Counter((r[0] or "").lower() for r in rows if r[0])
+    counts = Counter(r[0].lower() for r in rows if r[0])
+    for alias, n in counts.items():
+        if n > 1:
+            report.add(
+                "remote_attach_alias_invalid",
+                REMOTE_ATTACH_TABLE,
+                f"alias {alias!r} is declared {n} times in _remote_attach",
+                f"keep one row for {sql_str(alias)}, or give each ATTACH its own alias and use it in the views",
+            )
     aliases: set[str] = set()
     for i, (alias, extension, url, token_env) in enumerate(rows, 1):
         label = f"alias {alias!r}" if alias else f"_remote_attach row {i}"
-        _check_alias(alias, counts, label, report)
+        _check_alias(alias, label, report)
         if alias:
             aliases.add(alias.lower())
         if not extension:
@@ -102,16 +106,14 @@ def read_attach(
     return aliases
 
 
-def _check_alias(alias: str | None, counts: Counter, label: str, report: Report) -> None:
+def _check_alias(alias: str | None, label: str, report: Report) -> None:
     problem = None
     if not alias:
         problem = "alias is empty"
     elif not SOURCE_NAME_RE.match(alias):
-        problem = f"alias {alias!r} does not match ^[a-z][a-z0-9_]{{0,62}}$"
+        problem = "it does not match ^[a-z][a-z0-9_]{0,62}$"
     elif alias in RESERVED_SOURCE_NAMES:
-        problem = f"alias {alias!r} is a reserved DuckDB name"
-    elif counts[alias.lower()] > 1:
-        problem = f"alias {alias!r} is declared {counts[alias.lower()]} times"
+        problem = "it is a reserved DuckDB name"
     if problem:
         report.add(
             "remote_attach_alias_invalid",

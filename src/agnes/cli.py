@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agnes.errors import AgnesError, StartupError
 from agnes.settings import Settings
@@ -24,13 +25,13 @@ secrets_app = typer.Typer(help="Instance secrets.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(secrets_app, name="secrets")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(exc: AgnesError, exit_code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
-    err.print(f"[yellow]hint:[/] {exc.hint}")
+    err.print(f"[bold red]error[/] {escape(f'[{exc.code}]')} {escape(exc.message)}")
+    err.print(f"[yellow]hint:[/] {escape(exc.hint)}")
     return typer.Exit(exit_code)
 
 

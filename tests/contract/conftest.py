@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from contract_tests.fixtures import build_valid_extract
 
 from .helpers import BEFORE_NOW

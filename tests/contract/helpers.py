@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-
 from contract_tests import Report, Violation, validate_extract
 
 #: A fixed clock so "future" is deterministic; fixtures write one hour before it.

@@ -204,3 +204,14 @@ def test_local_time_east_of_utc_is_caught(extract: Path) -> None:
     local = datetime(2026, 12, 1, 13, 30)
     run_sql(extract, f"UPDATE _meta SET extracted_at = TIMESTAMP '{local}' WHERE table_name = 'events'")
     assert codes(check(extract)) == ["extracted_at_future"]
+
+
+@pytest.mark.parametrize(
+    ("column", "new_type"),
+    [("rows", "BIGINT[] USING [rows]"), ("extracted_at", "STRUCT(t TIMESTAMP) USING {'t': extracted_at}")],
+    ids=["list", "struct"],
+)
+def test_a_column_of_an_odd_type_cannot_crash_the_check(extract: Path, column: str, new_type: str) -> None:
+    run_sql(extract, f"ALTER TABLE _meta ALTER {column} TYPE {new_type}")
+    v = only(check(extract), "meta_column_type")
+    assert column in v.message

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from contract_tests import validate_extract
 from contract_tests.checks.opening import read_header
 from contract_tests.fixtures import VALID_TABLES

@@ -6,7 +6,6 @@ import ast
 from pathlib import Path
 
 import duckdb
-
 from contract_tests import spec
 
 # The contract is frozen: these are the exact statements of design.md. A change

@@ -12,9 +12,8 @@ from agnes.models import ApiToken, Role, User
 
 T = TypeVar("T")
 
-Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
-                             description="Email address, case-insensitive.")]
-Password = Annotated[str, Meta(min_length=8, max_length=256, description="At least the instance minimum (12 by default).")]
+Email = Annotated[str, Meta(min_length=1, max_length=254, description="Email address (name@example.com), case-insensitive.")]
+Password = Annotated[str, Meta(min_length=1, max_length=256, description="At least the instance minimum length (12 by default); checked by the password policy.")]
 STRICT = {"additionalProperties": False}
 # Row ids in paths: SQLite integers are signed 64-bit; anything else is a 400, never a 500.
 RowId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import duckdb
 
-from agnes.engine.connection import ExtensionUnavailable, load_extension, loaded_extensions, quote_ident, sql_literal
+from agnes.engine.connection import ExtensionUnavailable, load_extension, quote_ident, sql_literal
 from agnes.engine.extract_reader import ExtractError, TableEntry, read_extract
 from agnes.engine.generation import Generation, SourceState
+from agnes.engine.publish import hold_run
 from agnes.engine.remote import RemoteError, RemoteSpec, attach_statements, rewrite_remote_query
 
 
@@ -39,6 +40,7 @@ def attach_source(gen: Generation, source: str, run_path: Path, environ: Mapping
         gen.writer.execute(f"ATTACH {sql_literal(str(db))} AS {quote_ident(x_alias)} (READ_ONLY)")
     except duckdb.Error as exc:
         raise SourceError(f"source {source!r}: cannot attach {db}: {exc}") from exc
+    gen.run_holds[x_alias] = hold_run(run_path)
     added: list[str] = []
     old = gen.sources.get(source)
     try:
@@ -85,10 +87,12 @@ def remove_source(gen: Generation, source: str) -> None:
 
 
 def _attach_remote(gen: Generation, spec: RemoteSpec, environ: Mapping[str, str] | None) -> None:
-    if gen.locked and spec.extension not in loaded_extensions(gen.writer):
-        raise NeedsRebuild(spec.extension)
-    if not gen.locked:
+    # Tracked, not queried: duckdb_extensions() reads the extension folder, refused after the lock.
+    if spec.extension not in gen.extensions:
+        if gen.locked:
+            raise NeedsRebuild(spec.extension)
         load_extension(gen.writer, spec.extension)
+        gen.extensions.add(spec.extension)
     try:
         for statement in attach_statements(spec, os.environ if environ is None else environ):
             gen.writer.execute(statement)

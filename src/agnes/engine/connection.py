@@ -49,8 +49,6 @@ def open_connection(policy: ConnectionPolicy) -> duckdb.DuckDBPyConnection:
         "threads": str(policy.threads),
         "memory_limit": policy.memory_limit,
         "max_temp_directory_size": policy.max_temp_directory_size,
-        # Runs are immutable, so caching parquet footers is always correct.
-        "parquet_metadata_cache": "true",
     }
     if policy.temp_directory is not None:
         Path(policy.temp_directory).mkdir(parents=True, exist_ok=True)
@@ -58,7 +56,9 @@ def open_connection(policy: ConnectionPolicy) -> duckdb.DuckDBPyConnection:
     if policy.extension_directory is not None:
         Path(policy.extension_directory).mkdir(parents=True, exist_ok=True)
         config["extension_directory"] = str(policy.extension_directory)
-    return duckdb.connect(":memory:", config=config)
+    con = duckdb.connect(":memory:", config=config)
+    con.execute("SET parquet_metadata_cache = true")  # runs are immutable: cached footers stay right
+    return con
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, allowed_directories: list[Path]) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from agnes.engine.connection import ConnectionPolicy, lock_down, open_connection, quote_ident
 from agnes.engine.extract_reader import TableEntry
+from agnes.engine.publish import release_run
 from agnes.engine.remote import RemoteSpec
 
 
@@ -45,6 +46,8 @@ class Generation:
         self.sources: dict[str, SourceState] = {}
         self.names: dict[str, set[str]] = {}  # bare table name -> sources having it
         self.remote_attached: dict[str, RemoteSpec] = {}
+        self.extensions: set[str] = set()  # LOADed before the lock (cannot LOAD after)
+        self.run_holds: dict[str, int] = {}  # x alias -> fd holding its run folder (see publish.hold_run)
         self.guard = threading.Lock()  # sources/names: written by the sync thread, read by any
         self._seq = itertools.count(1)
         self._mutex = threading.Lock()
@@ -67,8 +70,8 @@ class Generation:
 
     def enter(self) -> int:
         with self._mutex:
-            if self._closed:
-                raise RuntimeError("generation closed")
+            if self._closing:
+                raise RuntimeError("the serving catalog is closed")
             self._readers[self._epoch] += 1
             return self._epoch
 
@@ -118,6 +121,8 @@ class Generation:
 
     def detach(self, alias: str) -> None:
         self.writer.execute(f"DETACH DATABASE IF EXISTS {quote_ident(alias)}")
+        if alias in self.run_holds:
+            release_run(self.run_holds.pop(alias))
         if alias in self.remote_attached:
             del self.remote_attached[alias]
             self.writer.execute(f"DROP TEMPORARY SECRET IF EXISTS {quote_ident(alias + '_secret')}")
@@ -135,3 +140,6 @@ class Generation:
     def _close(self) -> None:
         self.writer.close()
         self.con.close()
+        for fd in self.run_holds.values():
+            release_run(fd)
+        self.run_holds.clear()

@@ -162,6 +162,21 @@ def remove_source(extracts_dir: Path, source: str) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def hold_run(run_path: Path) -> int:
+    """Shared lock on a run folder while it is attached: pruning skips held runs.
+
+    A query can run on a run that publishing has already superseded twice; without
+    this, pruning would delete files under it. Release with `release_run`.
+    """
+    fd = os.open(run_path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def release_run(fd: int) -> None:
+    os.close(fd)
+
+
 def cleanup_leftovers(extracts_dir: Path) -> list[Path]:
     """At start-up: remove what a killed sync left behind (unlocked staging, temp links, trash).
 
@@ -273,8 +288,17 @@ def _prune(source_dir: Path, keep: int) -> None:
     protected = {_link_target(source_dir / "current"), _link_target(source_dir / "previous")}
     runs = sorted((p for p in (source_dir / "runs").iterdir() if RUN_ID_RE.match(p.name)), reverse=True)
     for index, run in enumerate(runs):
-        if index >= keep and run.name not in protected:
+        if index < keep or run.name in protected:
+            continue
+        fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # still attached by a serving catalog: a later publish prunes it
+        else:
             shutil.rmtree(run, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def _release_staging(path: Path) -> None:

@@ -167,15 +167,22 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Wait for the child itself to exit. Not `proc.wait()`: that also waits for
+    the pipes to close, which a grandchild holding stdout can postpone forever."""
+    while proc.returncode is None:  # noqa: ASYNC110 - asyncio offers no exit-only event to wait on
+        await asyncio.sleep(0.05)
+
+
 async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
     """SIGTERM the whole process group, SIGKILL it after `grace` seconds."""
     _killpg(proc.pid, signal.SIGTERM)
     try:
-        await asyncio.wait_for(proc.wait(), grace)
+        await asyncio.wait_for(_exited(proc), grace)
     except TimeoutError:
         pass
     _killpg(proc.pid, signal.SIGKILL)
-    await proc.wait()
+    await _exited(proc)
 
 
 async def run_connector(
@@ -216,7 +223,7 @@ async def run_connector(
         )
         pumps = [asyncio.create_task(_pump(proc.stdout, collector.stdout_line)),
                  asyncio.create_task(_pump(proc.stderr, collector.stderr_line))]
-        waiter = asyncio.create_task(proc.wait())
+        waiter = asyncio.create_task(_exited(proc))
         canceller = asyncio.create_task(cancel.wait()) if cancel is not None else None
         try:
             watched = {waiter} | ({canceller} if canceller else set())
@@ -227,8 +234,9 @@ async def run_connector(
                 result.status = "cancelled" if canceller in done else "timeout"
                 await _stop(proc, kill_grace)
         finally:
-            if canceller is not None:
-                canceller.cancel()
+            for task in (waiter, canceller):
+                if task is not None:
+                    task.cancel()
             if proc.returncode is None:  # we were cancelled ourselves
                 await asyncio.shield(_stop(proc, kill_grace))
             _killpg(proc.pid, signal.SIGKILL)  # nothing of the connector may outlive it

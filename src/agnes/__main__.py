@@ -1,0 +1,3 @@
+from agnes.cli import main
+
+main()
