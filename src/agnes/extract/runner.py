@@ -118,7 +118,7 @@ class _Collector:
     async def stdout_line(self, line: str) -> None:
         line = self._redact(line)
         event = None
-        if line.startswith("{"):
+        if line.lstrip().startswith("{"):
             try:
                 event = json.loads(line)
             except ValueError:
@@ -134,6 +134,7 @@ class _Collector:
             self.result.tables_failed.pop(table, None)
         elif isinstance(table, str) and event["event"] == "table_failed":
             self.result.tables_failed[table] = event
+            self.result.tables_done.pop(table, None)
         if self.on_event is not None:
             try:
                 maybe = self.on_event(event)

@@ -164,7 +164,7 @@ class ExtractWriter:
         with _atomic(final) as tmp:
             if isinstance(query, str):
                 (con or self.con).execute(
-                    f"COPY ({query}) TO {sql_literal(tmp)} (FORMAT parquet, COMPRESSION zstd)"
+                    f"COPY ({query.strip().rstrip(';')}) TO {sql_literal(tmp)} (FORMAT parquet, COMPRESSION zstd)"
                 )
             else:
                 query.to_parquet(str(tmp), compression="zstd")

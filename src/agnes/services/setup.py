@@ -33,17 +33,20 @@ async def prepare_setup_token(instance: Instance, *, announce: bool = True) -> s
     async with instance.control.transaction() as conn:
         await kv.put(conn, kv.SETUP_TOKEN_HASH, setup_token_hash(token))
     if announce:
-        _announce(token, state_dir)
+        server = instance.settings.server
+        _announce(token, state_dir, f"http://{server.host}:{server.port}")
     return token
 
 
-def _announce(token: str, state_dir: Path) -> None:
+def _announce(token: str, state_dir: Path, base_url: str) -> None:
     log.warning(
         "Agnes is in setup mode. Setup token: %s  (also in %s; `agnes setup-token` shows it). "
-        "Finish setup at /setup or: curl -X POST http://HOST:PORT/auth/bootstrap -H 'Content-Type: application/json' "
+        "Finish setup at %s/setup or: curl -X POST %s/auth/bootstrap -H 'Content-Type: application/json' "
         "-d '{\"email\": \"admin@example.com\", \"password\": \"…\", \"setup_token\": \"…\"}'",
         token,
         state_dir / "setup-token",
+        base_url,
+        base_url,
     )
 
 
