@@ -22,8 +22,10 @@ app = typer.Typer(help="Agnes — self-hosted data platform for AI analysts.", n
 users_app = typer.Typer(help="Server-side user administration (run where the data directory is).",
                         no_args_is_help=True)
 secrets_app = typer.Typer(help="Instance secrets.", no_args_is_help=True)
+contract_app = typer.Typer(help="The extract contract every connector must meet.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(contract_app, name="contract")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -156,6 +158,19 @@ def reset_encryption_key(
     settings = _load_settings()
     _run(lambda: forget_encryption_key(settings))
     out.print("The encryption key fingerprint was reset; start Agnes and re-enter source credentials.")
+
+
+@contract_app.command("check")
+def contract_check(
+    path: Annotated[str, typer.Argument(help="Extract folder (with extract.duckdb and data/) or the .duckdb file.")],
+    source: Annotated[str | None, typer.Option("--source", help="Also check this source name.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Validate an extract folder against the frozen contract (exit 0 ok, 1 violations, 2 usage)."""
+    from contract_tests import main as contract_main
+
+    args = [path, *(["--source", source] if source else []), *(["--json"] if as_json else [])]
+    raise typer.Exit(contract_main(args))
 
 
 def main() -> None:

@@ -30,8 +30,13 @@ class NeedsRebuild(Exception):
     """A locked generation cannot do this (LOAD, network ATTACH): build a fresh one."""
 
 
-def attach_source(gen: Generation, source: str, run_path: Path, environ: Mapping[str, str] | None) -> None:
-    """Serve `run_path` for `source` in `gen`; on failure `gen` is left exactly as it was."""
+def attach_source(
+    gen: Generation, source: str, run_path: Path, environ: Mapping[str, str] | None, *, describe: bool = True
+) -> None:
+    """Serve `run_path` for `source` in `gen`; on failure `gen` is left exactly as it was.
+
+    `describe=False` leaves the column lists to one `describe_all` call (bulk builds).
+    """
     db = run_path / "extract.duckdb"
     if not db.is_file():
         raise SourceError(f"source {source!r}: {db} is missing (was the run published?)")
@@ -56,7 +61,7 @@ def attach_source(gen: Generation, source: str, run_path: Path, environ: Mapping
         for table in contents.tables:
             if table.query_mode == "remote":
                 table.body = rewrite_remote_query(gen.writer, table.body, aliases)
-        _commit(gen, source, contents.tables, old)
+        _commit(gen, source, contents.tables, old, describe)
     except BaseException as exc:
         for alias in [x_alias, *added]:
             gen.detach(alias)
@@ -105,7 +110,24 @@ def _attach_remote(gen: Generation, spec: RemoteSpec, environ: Mapping[str, str]
     gen.remote_attached[spec.catalog_alias] = spec
 
 
-def _commit(gen: Generation, source: str, tables: list[TableEntry], old: SourceState | None) -> None:
+def describe_all(gen: Generation) -> None:
+    """Column lists of every served view in one catalog walk (~0.3 s at 10,000 views,
+    against ~3 s for one DESCRIBE per view)."""
+    rows = gen.writer.execute(
+        "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name <> 'main' ORDER BY column_index"
+    ).fetchall()
+    with gen.guard:
+        for state in gen.sources.values():
+            for table in state.tables.values():
+                table.columns.clear()
+        for schema, table_name, column, data_type in rows:
+            state = gen.sources.get(schema)
+            if state is not None and table_name in state.tables:
+                state.tables[table_name].columns.append((column, data_type))
+
+
+def _commit(gen: Generation, source: str, tables: list[TableEntry], old: SourceState | None, describe: bool) -> None:
     old_names = set(old.tables) if old else set()
     new_names = {t.name for t in tables}
     names = _owners_after(gen, source, old_names, new_names)
@@ -119,13 +141,9 @@ def _commit(gen: Generation, source: str, tables: list[TableEntry], old: SourceS
         for name in old_names - new_names:
             con.execute(f"DROP VIEW IF EXISTS {schema}.{quote_ident(name)}")
         _bare_views(con, names, old_names ^ new_names)
-        columns.extend(
-            con.execute(
-                "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = "
-                "current_database() AND schema_name = ? ORDER BY table_name, column_index",
-                [source],
-            ).fetchall()
-        )
+        for table in tables if describe else ():  # DESCRIBE: duckdb_columns() walks the whole catalog
+            described = con.execute(f"DESCRIBE {schema}.{quote_ident(table.name)}").fetchall()
+            columns.extend((table.name, row[0], row[1]) for row in described)
 
     _in_transaction(gen.writer, work)
     by_name = {t.name: t for t in tables}

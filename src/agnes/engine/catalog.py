@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from agnes.engine.attach import NeedsRebuild, SourceError, attach_source, remove_source
+from agnes.engine.attach import NeedsRebuild, SourceError, attach_source, describe_all, remove_source
 from agnes.engine.connection import ConnectionPolicy
 from agnes.engine.generation import Generation
 from agnes.engine.publish import PublishError, validate_source_name
@@ -150,7 +150,7 @@ class ServingCatalog:
                     candidates.append(served.run_path)
                 for path in candidates:
                     try:
-                        attach_source(new, source, path, self._environ)
+                        attach_source(new, source, path, self._environ, describe=False)
                     except (SourceError, NeedsRebuild) as exc:
                         if path == desired[source]:
                             self._fail(source, path, str(exc), report)
@@ -161,6 +161,7 @@ class ServingCatalog:
                         with self._mutex:
                             self._failed.pop(source, None)
                     break
+            describe_all(new)
             new.lock()
         except BaseException:
             new.close_when_idle()

@@ -48,7 +48,7 @@ class ExtractContents:
 
 def read_extract(con: duckdb.DuckDBPyConnection, source: str, run_path: Path, x_alias: str) -> ExtractContents:
     """Read `_meta` (and `_remote_attach`) from the attached extract and locate each table's data."""
-    base_tables, views = _objects(con, x_alias)
+    base_tables, views = list_objects(run_path / "extract.duckdb")
     if "_meta" not in base_tables:
         raise ExtractError(f"{run_path / 'extract.duckdb'} has no _meta table (see the extract contract)")
     try:
@@ -58,7 +58,7 @@ def read_extract(con: duckdb.DuckDBPyConnection, source: str, run_path: Path, x_
         ).fetchall()
     except duckdb.Error as exc:
         raise ExtractError(f"cannot read _meta: {exc}") from exc
-    remotes = read_remote_specs(con, x_alias, source)
+    remotes = read_remote_specs(con, x_alias, source) if "_remote_attach" in base_tables else []
     data_dir = run_path / "data"
     tables: list[TableEntry] = []
     seen: set[str] = set()
@@ -100,19 +100,36 @@ def _local_body(name: str, data_dir: Path, x_alias: str, base_tables: set[str]) 
     )
 
 
-def _objects(con: duckdb.DuckDBPyConnection, x_alias: str) -> tuple[set[str], dict[str, str]]:
-    base = {
-        row[0]
-        for row in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main'",
-            [x_alias],
-        ).fetchall()
+def list_objects(db: Path) -> tuple[set[str], dict[str, str]]:
+    """Base tables and views (with their SQL) of an extract's `main` schema.
+
+    Read through a short-lived connection of its own: `duckdb_tables()` on the serving
+    catalog walks every attached database (200 ms at 10,000 tables, per source);
+    here it costs ~25 ms flat. Locked down too: nothing in the file is executed.
+    """
+    config = {
+        "enable_external_access": "false",
+        "autoload_known_extensions": "false",
+        "autoinstall_known_extensions": "false",
     }
-    views = dict(
-        con.execute(
-            "SELECT view_name, sql FROM duckdb_views() WHERE database_name = ? AND schema_name = 'main' "
-            "AND NOT internal",
-            [x_alias],
-        ).fetchall()
-    )
+    try:
+        con = duckdb.connect(str(db), read_only=True, config=config)
+    except duckdb.Error as exc:
+        raise ExtractError(f"cannot open {db}: {exc}") from exc
+    try:
+        base = {
+            row[0]
+            for row in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND schema_name = 'main'"
+            ).fetchall()
+        }
+        views = dict(
+            con.execute(
+                "SELECT view_name, sql FROM duckdb_views() WHERE database_name = current_database() "
+                "AND schema_name = 'main' AND NOT internal"
+            ).fetchall()
+        )
+    finally:
+        con.close()
     return base, views

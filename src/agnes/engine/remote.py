@@ -56,14 +56,7 @@ class RemoteSpec:
 
 
 def read_remote_specs(con: duckdb.DuckDBPyConnection, x_alias: str, source: str) -> list[RemoteSpec]:
-    """Rows of `_remote_attach` in an attached extract (none when the table is absent)."""
-    has = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' "
-        "AND table_name = '_remote_attach'",
-        [x_alias],
-    ).fetchone()[0]
-    if not has:
-        return []
+    """Rows of the `_remote_attach` table of an attached extract."""
     rows = con.execute(
         f"SELECT alias, extension, url, token_env FROM {quote_ident(x_alias)}.main._remote_attach"
     ).fetchall()

@@ -218,10 +218,14 @@ async def run_connector(
                             source_name=source_name or info.name, state_dir=state_dir)
         result = RunResult("failed")
         collector = _Collector(result, on_event, secrets)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "extractor.py", cwd=str(info.path), env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "extractor.py", cwd=str(info.path), env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            )
+        except OSError as e:
+            return RunResult("failed", error=f"connector {info.name!r} could not be started: {e}",
+                             error_code="spawn_failed")
         pumps = [asyncio.create_task(_pump(proc.stdout, collector.stdout_line)),
                  asyncio.create_task(_pump(proc.stderr, collector.stderr_line))]
         waiter = asyncio.create_task(_exited(proc))
@@ -268,6 +272,6 @@ def _explain(info: ConnectorInfo, r: RunResult, timeout: float) -> tuple[str | N
     if r.status == "cancelled":
         return f"connector {info.name!r} was cancelled", "cancelled"
     rc = r.returncode or 0
-    how = f"was killed by signal {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
+    how = f"was killed by signal {-rc} (SIGKILL often means out of memory)" if rc < 0 else f"exited with code {rc}"
     return (f"connector {info.name!r} {how}" + (f"; last stderr lines:\n{tail}" if tail else "; stderr was empty"),
             "exit_code")
