@@ -20,15 +20,21 @@ from agnes.api.deps import DEPENDENCIES
 from agnes.api.errors import EXCEPTION_HANDLERS
 from agnes.api.health import get_health
 from agnes.api.middleware import SETUP_ALLOWED, GateMiddleware
+from agnes.api.sources import SourcesController
+from agnes.api.sync import SyncController
+from agnes.api.tables import TablesController
 from agnes.api.tokens import TokensController
+from agnes.api.uploads import uploads_router
 from agnes.api.users import UsersController, get_me
+from agnes.jobs.runtime import start_job_runtime
 from agnes.services.instance import start_instance
 from agnes.settings import Settings
 from agnes.version import __version__
 from agnes.web.routes import ROUTES as WEB_ROUTES
 
 WEB_DIR = Path(__file__).parent / "web"
-API_HANDLERS = [get_health, AuthController, UsersController, get_me, TokensController]
+API_HANDLERS = [get_health, AuthController, UsersController, get_me, TokensController, SyncController,
+                SourcesController, TablesController]
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -59,15 +65,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
         instance = await start_instance(settings)
         app.state.instance = instance
         try:
+            jobs = await start_job_runtime(instance)
+        except BaseException:
+            await instance.close()
+            raise
+        try:
             yield
         finally:
+            await jobs.stop()  # running in-process jobs end `cancelled`, never left running
             await instance.close()
 
     static = create_static_files_router(
         path="/static", directories=[WEB_DIR / "static"], opt={SETUP_ALLOWED: True}, include_in_schema=False
     )
     return Litestar(
-        route_handlers=[*API_HANDLERS, *WEB_ROUTES, static],
+        route_handlers=[*API_HANDLERS, uploads_router(settings), *WEB_ROUTES, static],  # uploads: own size limit
         dependencies=DEPENDENCIES,
         middleware=[GateMiddleware()],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -95,6 +95,41 @@ def serve(
     )
 
 
+@app.command()
+def worker(
+    check: Annotated[bool, typer.Option("--check", help="Health check: exit 0 if a worker is alive.")] = False,
+    burst: Annotated[bool, typer.Option("--burst", help="Run the queued jobs, then exit.")] = False,
+) -> None:
+    """Run sync jobs from Redis (arq); needs REDIS_URL. Also runs the cron schedules (UTC)."""
+    settings = _load_settings()
+    if not settings.jobs.redis_url:
+        err.print("[bold red]error[/] REDIS_URL is not set, so there is no queue to work on.")
+        err.print("[yellow]hint:[/] set REDIS_URL=redis://HOST:6379/0 for the server and the worker; "
+                  "without it the server runs jobs itself and needs no worker.")
+        raise typer.Exit(2)
+    logging.basicConfig(level=settings.server.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from agnes.jobs.worker import check_worker, run_worker
+
+    if check:
+        try:
+            code = asyncio.run(check_worker(settings))
+        except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+            err.print(f"[bold red]unhealthy[/] cannot reach Redis: {escape(str(exc))}")
+            raise typer.Exit(1) from None
+        (out if code == 0 else err).print("worker healthy" if code == 0 else "no live worker on this Redis")
+        raise typer.Exit(code)
+
+    async def preflight() -> None:  # fail fast with a readable message (schema too new, bad key ...)
+        from agnes.services.instance import start_instance
+
+        instance = await start_instance(settings, serve=False)
+        await instance.close()
+
+    _run(preflight)
+    run_worker(settings, burst=burst)
+
+
 @app.command("setup-token")
 def setup_token() -> None:
     """Print the one-time setup token (only while no user exists)."""

@@ -44,6 +44,7 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     trusted_proxies: tuple[str, ...] = ()  # IPs / CIDRs / "*" whose X-Forwarded-* headers we believe
     max_request_body_mb: Positive = 512
+    max_upload_mb: Positive = 512  # CSV uploads (POST /api/admin/uploads) get their own limit
 
 
 class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,6 +57,15 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
 class HealthSettings(msgspec.Struct, frozen=True, kw_only=True):
     disk_warn_free_mb: NonNegative = 1024
     disk_fail_free_mb: NonNegative = 100
+
+
+class SyncSettings(msgspec.Struct, frozen=True, kw_only=True):
+    timeout_seconds: Annotated[int, msgspec.Meta(ge=10, le=7 * 86400)] = 3600  # per source; the connector is killed
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2  # jobs run at once per process (server or worker)
+
+
+class ConnectorsSettings(msgspec.Struct, frozen=True, kw_only=True):
+    custom_dir: str | None = None  # mounted Tier A connectors; None = <built-in connectors>/custom
 
 
 class JobsSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,11 +92,14 @@ class _FileConfig(msgspec.Struct, frozen=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
+    sync: SyncSettings = msgspec.field(default_factory=SyncSettings)
+    connectors: ConnectorsSettings = msgspec.field(default_factory=ConnectorsSettings)
     sources: tuple[dict[str, Any], ...] = ()  # raw here; the sources service validates them
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "instance": InstanceSettings, "server": ServerSettings, "auth": AuthSettings, "health": HealthSettings,
+    "sync": SyncSettings, "connectors": ConnectorsSettings,
 }
 # Every scalar key the file may set ("server.port" ...); besides these it has the `sources:` list.
 FILE_KEYS: tuple[str, ...] = tuple(f"{s}.{f}" for s, cls in _SECTIONS.items() for f in cls.__struct_fields__)
@@ -107,6 +120,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AGNES_LOGIN_MAX_BACKOFF": ("auth.login_max_backoff_seconds", "Longest login back-off, in seconds."),
     "AGNES_DISK_WARN_FREE_MB": ("health.disk_warn_free_mb", "Health warns below this free disk (MB)."),
     "AGNES_DISK_FAIL_FREE_MB": ("health.disk_fail_free_mb", "Health fails below this free disk (MB)."),
+    "AGNES_SYNC_TIMEOUT": ("sync.timeout_seconds", "Longest run of one source's connector, s (10..604800)."),
+    "AGNES_SYNC_CONCURRENCY": ("sync.concurrency", "Sync jobs run at once per server/worker (1..16)."),
+    "AGNES_MAX_UPLOAD_MB": ("server.max_upload_mb", "Largest CSV upload (POST /api/admin/uploads), in MB."),
+    "AGNES_CUSTOM_CONNECTORS_DIR": ("connectors.custom_dir", "Folder of mounted custom connectors."),
     "REDIS_URL": ("jobs.redis_url", "Redis for arq workers; unset = jobs run in the server."),
     "JWT_SECRET_KEY": ("secrets.jwt_secret_key", "Signs access tokens; unset = generated into state/."),
     "SESSION_SECRET": ("secrets.session_secret", "Signs web sessions; unset = generated into state/."),
@@ -118,6 +135,8 @@ SECRET_ENV_VARS = frozenset(("REDIS_URL", "JWT_SECRET_KEY", "SESSION_SECRET", "A
 # A key the file must not set, by its last name (or the variable's name) -> the variable to use.
 _ENV_ONLY = {p.rsplit(".", 1)[-1]: e for e, (p, _) in ENV_VARS.items() if p not in FILE_KEYS}
 _ENV_ONLY |= {e.lower(): e for e in _ENV_ONLY.values()}
+# Built-in connectors ship beside the package (src layout: <root>/connectors, /app/connectors in the image).
+BUILTIN_CONNECTORS_DIR = Path(__file__).resolve().parents[2] / "connectors"
 _SECRET_LIKE = re.compile(r"secret|passw|token|api_?key|private_?key|credential", re.I)
 _MISSING = object()
 
@@ -150,6 +169,12 @@ class Settings(_FileConfig, frozen=True, kw_only=True):
     backups_dir = _Under("state", "backups")
     control_db_path = _Under("state", "agnes.sqlite")
     export_config_path = _Under("config", "instance.yaml")  # non-secret export kept in the volume
+
+    @property
+    def custom_connectors_dir(self) -> Path:
+        """Where mounted (Tier A) connectors live: connectors.custom_dir, else <built-in>/custom."""
+        custom = self.connectors.custom_dir
+        return _absolute(custom) if custom else BUILTIN_CONNECTORS_DIR / "custom"
 
     def source_origin(self, index: int) -> str:
         """'<file> line N' of declared source `index`, so later errors can point at it."""

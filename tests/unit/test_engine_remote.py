@@ -104,7 +104,7 @@ def test_postgres_secret_comes_from_token_env_never_the_attach_string() -> None:
     spec = RemoteSpec("crm", "pg", "postgres", PG_URL, "PG_PASS")
     secret_sql, attach_sql = attach_statements(spec, {"PG_PASS": "hunter'2"})
     assert "PASSWORD 'hunter''2'" in secret_sql and "TEMPORARY SECRET" in secret_sql
-    assert "hunter" not in attach_sql and f"SECRET \"{spec.catalog_alias}_secret\"" in attach_sql
+    assert "hunter" not in attach_sql and f'SECRET "{spec.catalog_alias}_secret"' in attach_sql
     with pytest.raises(RemoteError, match="PG_PASS"):
         attach_statements(spec, {})
     uri = RemoteSpec("crm", "pg", "postgres", "postgresql://bob@db.example:6543/sales?sslmode=require", "PG_PASS")
@@ -206,6 +206,12 @@ def test_postgres_remote_table_with_token_env(catalog: ServingCatalog, tmp_path:
     secrets = catalog.execute_readonly("SELECT secret_string FROM duckdb_secrets()").column(0).to_pylist()
     assert len(secrets) == 1 and "password=redacted" in secrets[0] and "s3cr" not in secrets[0]
 
+    views = {"orders": f"SELECT id, label FROM pg.public.{pg_table} WHERE id < 3"}
+    publish_remote(ex, "warehouse", ext_dir, attach, views)  # same _remote_attach: reuse the attachment
+    report = catalog.sync_sources(pub.published_runs(ex))
+    assert report.attached == ["warehouse"] and not report.rebuilt and report.errors == {}
+    assert catalog.execute_readonly("SELECT count(*) FROM warehouse.orders").column(0)[0].as_py() == 3
+
 
 def test_postgres_missing_token_env_is_a_clear_error(tmp_path: Path, ext_dir: Path, pg_table: str) -> None:
     cat = ServingCatalog(tmp_path / "extracts", ConnectionPolicy(threads=1, extension_directory=ext_dir), environ={})
@@ -217,3 +223,34 @@ def test_postgres_missing_token_env_is_a_clear_error(tmp_path: Path, ext_dir: Pa
         assert "not set" in report.errors["warehouse"]
     finally:
         cat.close()
+
+
+def test_rebuild_keeps_old_runs_of_broken_sources_and_open_readers_working(
+    catalog: ServingCatalog, tmp_path: Path, ext_dir: Path
+) -> None:
+    ex = catalog.extracts_dir
+    staging = pub.new_staging_dir(ex, "local")
+    con = duckdb.connect(str(staging / "extract.duckdb"))
+    con.execute(META_DDL)
+    con.execute("INSERT INTO _meta (table_name) VALUES ('things')")
+    con.execute("CREATE TABLE things AS SELECT 1 AS x")
+    con.close()
+    good = pub.publish(ex, "local", staging).path
+    catalog.sync_sources(pub.published_runs(ex))
+
+    broken = pub.new_staging_dir(ex, "local")
+    (broken / "extract.duckdb").write_bytes(b"garbage" * 1000)
+    pub.publish(ex, "local", broken)
+    db = sqlite_file(tmp_path / "x.db", [5])
+    publish_remote(ex, "lite", ext_dir, ("lite", "sqlite", str(db), None), {"items": "SELECT * FROM lite.items"})
+    old_generation = catalog._gen
+    with catalog.cursor() as old_reader:
+        report = catalog.sync_sources(pub.published_runs(ex))  # sqlite not loaded yet: rebuild
+        assert report.rebuilt and report.attached == ["lite"] and list(report.errors) == ["local"]
+        assert old_reader.execute("SELECT x FROM local.things").fetchone() == (1,)  # old generation still open
+        assert not old_generation._closed
+    assert old_generation._closed, "the replaced generation closes when its last reader leaves"
+    assert catalog.sources["local"] == good.resolve()
+    assert catalog.execute_readonly("SELECT x FROM things").column(0)[0].as_py() == 1
+    assert catalog.execute_readonly("SELECT v FROM items").column(0)[0].as_py() == 5
+    assert {t.id: t.status for t in catalog.tables()} == {"lite.items": "ok", "local.things": "stale"}

@@ -227,3 +227,15 @@ def test_env_table_is_complete() -> None:
             "secrets.encryption_key", "secrets.setup_token"} <= paths
     assert SECRET_ENV_VARS <= set(ENV_VARS)
     assert all(desc for _, desc in ENV_VARS.values())
+
+
+def test_sync_settings_from_file_and_env(tmp_path: Path) -> None:
+    assert Settings.load({"DATA_DIR": str(tmp_path)}).sync.timeout_seconds == 3600
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "instance.yaml").write_text("sync:\n  timeout_seconds: 120\n  concurrency: 1\n")
+    s = Settings.load({"DATA_DIR": str(tmp_path)})
+    assert (s.sync.timeout_seconds, s.sync.concurrency) == (120, 1)
+    s = Settings.load({"DATA_DIR": str(tmp_path), "AGNES_SYNC_TIMEOUT": "900"})
+    assert s.sync.timeout_seconds == 900
+    with pytest.raises(StartupError, match="AGNES_SYNC_TIMEOUT='5'"):
+        Settings.load({"DATA_DIR": str(tmp_path), "AGNES_SYNC_TIMEOUT": "5"})

@@ -45,10 +45,10 @@ def attach_source(
         gen.writer.execute(f"ATTACH {sql_literal(str(db))} AS {quote_ident(x_alias)} (READ_ONLY)")
     except duckdb.Error as exc:
         raise SourceError(f"source {source!r}: cannot attach {db}: {exc}") from exc
-    gen.run_holds[x_alias] = hold_run(run_path)
     added: list[str] = []
     old = gen.sources.get(source)
     try:
+        gen.run_holds[x_alias] = hold_run(run_path)
         contents = read_extract(gen.writer, source, run_path, x_alias)
         aliases: dict[str, str] = {}
         for spec in contents.remotes:
@@ -65,7 +65,7 @@ def attach_source(
     except BaseException as exc:
         for alias in [x_alias, *added]:
             gen.detach(alias)
-        if isinstance(exc, ExtractError | RemoteError | ExtensionUnavailable | duckdb.Error):
+        if isinstance(exc, ExtractError | RemoteError | ExtensionUnavailable | duckdb.Error | OSError):
             raise SourceError(f"source {source!r}, run {run_path.name}: {exc}") from exc
         raise
     state = SourceState(source, run_path, x_alias, set(aliases.values()), {t.name: t for t in contents.tables})

@@ -33,10 +33,17 @@ import pyarrow as pa
 
 from agnes.engine.attach import NeedsRebuild, SourceError, attach_source, describe_all, remove_source
 from agnes.engine.connection import ConnectionPolicy
-from agnes.engine.generation import Generation
+from agnes.engine.generation import INTERNAL_CATALOG_PREFIXES, Generation
 from agnes.engine.publish import PublishError, validate_source_name
 
-__all__ = ["CatalogTable", "QueryRefused", "ServingCatalog", "SourceError", "SyncReport"]
+__all__ = [
+    "INTERNAL_CATALOG_PREFIXES",
+    "CatalogTable",
+    "QueryRefused",
+    "ServingCatalog",
+    "SourceError",
+    "SyncReport",
+]
 
 
 class QueryRefused(Exception):

@@ -8,7 +8,13 @@ Measured on DuckDB 1.5.5 (see tests/unit/test_engine_connection.py):
   ("disabled through configuration"); extensions are loaded and network
   databases attached while a connection is still trusted (see catalog.py);
 - `allowed_directories` also permits WRITES (COPY TO) there: user SQL must be
-  SELECT-only (the query guard), and nothing but our own runs live there.
+  SELECT-only (the query guard), and nothing but our own runs live there;
+- the sqlite extension ignores the lock (`sqlite_scan` reads any file): it is
+  loaded only when a source declares it, and the query guard must refuse table
+  functions and ATTACH in user SQL;
+- `duckdb_extensions()` reads the extension folder, so it fails after the lock.
+Give the serving policy `temp_directory` and `extension_directory` under
+`$DATA_DIR/analytics/` (the container's home may not be writable).
 """
 
 from __future__ import annotations
@@ -61,16 +67,24 @@ def open_connection(policy: ConnectionPolicy) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def open_inspection(db: Path) -> duckdb.DuckDBPyConnection:
+    """A separate, read-only, locked look at one extract file (lists its objects; runs nothing)."""
+    config = {
+        "enable_external_access": "false",
+        "autoload_known_extensions": "false",
+        "autoinstall_known_extensions": "false",
+        "allow_community_extensions": "false",
+        "threads": "1",
+    }
+    return duckdb.connect(str(db), read_only=True, config=config)
+
+
 def lock_down(con: duckdb.DuckDBPyConnection, allowed_directories: list[Path]) -> None:
     """No file access outside our data folders, and no way to change that afterwards."""
     dirs = [str(Path(d).resolve()).rstrip("/") + "/" for d in allowed_directories]
     con.execute("SET allowed_directories = ?", [dirs])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
-
-
-def is_locked(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(con.execute("SELECT current_setting('lock_configuration')").fetchone()[0])
 
 
 def loaded_extensions(con: duckdb.DuckDBPyConnection) -> set[str]:

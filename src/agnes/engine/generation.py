@@ -23,6 +23,10 @@ from agnes.engine.extract_reader import TableEntry
 from agnes.engine.publish import release_run
 from agnes.engine.remote import RemoteSpec
 
+# Attached runs ("_x_…") and remote databases ("_r_…") are reachable by name, with the
+# extract's own views inside: the query guard must let user SQL read only the default catalog.
+INTERNAL_CATALOG_PREFIXES = ("_x_", "_r_")
+
 
 @dataclass
 class SourceState:

@@ -19,6 +19,7 @@ from agnes.control import users as users_repo
 from agnes.control.db import ControlPlane
 from agnes.control.migrate import MigrationError, MigrationReport, migrate
 from agnes.errors import StartupError
+from agnes.jobs.queue import JobQueue
 from agnes.security.encryption import Encryptor
 from agnes.security.secrets import InstanceSecrets, key_fingerprint, load_instance_secrets
 from agnes.settings import Settings
@@ -39,6 +40,7 @@ class Instance:
     setup_required: bool
     schema_version: int
     warnings: list[str] = field(default_factory=list)
+    jobs: JobQueue | None = None  # set by agnes.jobs.runtime (server) or the arq worker
 
     async def close(self) -> None:
         await self.control.close()
@@ -113,6 +115,9 @@ async def start_instance(settings: Settings, *, serve: bool = True) -> Instance:
             from agnes.services.setup import prepare_setup_token
 
             await prepare_setup_token(instance)
+            from agnes.services.provisioning import apply_provisioning
+
+            await apply_provisioning(instance)  # sources declared in config/instance.yaml
         return instance
     except BaseException:
         await control.close()

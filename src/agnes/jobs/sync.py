@@ -1,0 +1,321 @@
+"""THE sync job: `run_sync_job(instance, job_id, owner=...)`, the same in the server and in arq workers.
+
+Per source: run the connector into a fresh staging folder, keep the previous
+data of tables that failed (carry_over.py), validate the folder against the
+contract, publish it with an atomic pointer switch, then - in one control-plane
+transaction - bump the publication counter, stamp the source's publication
+row and settle its health errors. Anything short of a valid extract discards
+the staging folder: the previous run keeps serving and the failure is on the
+job row and in /api/health, never only in a log.
+
+Why a per-source file lock: two jobs may cover one source (a table-subset sync
+and a full one); serialised, each carries over from the run the other just
+published instead of silently reverting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from contract_tests.validator import validate_extract
+
+from agnes.control import health_errors, publications
+from agnes.control import jobs as jobs_repo
+from agnes.engine.publish import current_run, discard_staging, new_staging_dir, publish
+from agnes.errors import AgnesError
+from agnes.extract.names import TABLE_NAME_RE
+from agnes.extract.runner import run_connector
+from agnes.jobs.carry_over import CarryOverError, carry_over
+from agnes.jobs.runlog import JobRun
+from agnes.services.instance import Instance
+
+log = logging.getLogger("agnes.jobs")
+SYNC_CODES = ("sync_failed", "extract_invalid", "sync_interrupted")
+STDERR_LINES = 60  # connector stderr lines copied into the job log
+
+
+@dataclass(frozen=True)
+class SourceOutcome:
+    source: str
+    status: str  # published | partial | failed | cancelled | skipped
+    error: str | None = None
+
+
+async def run_sync_job(instance: Instance, job_id: int, *, owner: str) -> str | None:
+    """Run job `job_id` if it is still queued; return its final status (None: not ours to run)."""
+    async with instance.control.transaction() as conn:
+        claimed = await jobs_repo.claim(conn, job_id, owner)
+        job = await jobs_repo.get(conn, job_id)
+    if not claimed or job is None:
+        log.info("job %s not run by %s: it is %s", job_id, owner, job.status if job else "gone")
+        return None
+    async with JobRun(instance.control, job_id, owner) as run:
+        run.say(f"job {job_id} started by {owner}: sources {', '.join(job.sources)}"
+                + (f", tables {', '.join(job.tables)}" if job.tables else ""))
+        outcomes: list[SourceOutcome] = []
+        try:
+            for source in job.sources:
+                if run.cancel.is_set():
+                    outcomes.append(SourceOutcome(source, "cancelled", "cancelled before it started"))
+                    continue
+                outcomes.append(await _sync_source(instance, run, source, job.tables))
+        except asyncio.CancelledError:
+            run.say("the process running this job is shutting down: stopped; trigger the sync again")
+            await asyncio.shield(_finish(instance, run, "cancelled", "stopped: the server or worker running it "
+                                         "shut down; the previous data keeps serving - trigger the sync again"))
+            raise
+        except Exception as exc:
+            log.exception("job %s failed unexpectedly", job_id)
+            run.say(f"internal error: {type(exc).__name__}: {exc}")
+            await _finish(instance, run, "failed", f"internal error: {type(exc).__name__}: {exc}")
+            return "failed"
+        status, error = _verdict(outcomes, run)
+        run.say(f"job {job_id} {status}" + (f": {error}" if error else ""))
+        await _finish(instance, run, status, error)
+        return status
+
+
+def _verdict(outcomes: list[SourceOutcome], run: JobRun) -> tuple[str, str | None]:
+    errors = "; ".join(f"{o.source}: {o.error}" for o in outcomes if o.error) or None
+    ran = [o for o in outcomes if o.status != "skipped"]
+    if run.cancel.is_set() and any(o.status == "cancelled" for o in outcomes):
+        return "cancelled", errors
+    if not ran:
+        return "failed", errors or "nothing to sync"
+    if all(o.status == "published" for o in ran):
+        return "succeeded", errors
+    if any(o.status in ("published", "partial") for o in ran):
+        return "partial", errors
+    return "failed", errors
+
+
+async def _finish(instance: Instance, run: JobRun, status: str, error: str | None) -> None:
+    if run.lost:
+        return  # the recovery sweep already failed this job; its row is not ours any more
+    async with instance.control.transaction() as conn:
+        async with conn.execute("SELECT DISTINCT source FROM job_tables WHERE job_id = ?", (run.job_id,)) as cur:
+            sources = [r[0] for r in await cur.fetchall()]
+        for source in sources:
+            await jobs_repo.settle_pending(conn, run.job_id, source, "skipped", f"not extracted: the job {status}")
+        done = await jobs_repo.finish(conn, run.job_id, run.owner, status=status, error=_clip(error),
+                                      log_tail=run.tail)
+    if not done:
+        log.warning("job %s: could not record %s (it is no longer running as %s)", run.job_id, status, run.owner)
+
+
+async def _sync_source(instance: Instance, run: JobRun, source: str, tables: list[str] | None) -> SourceOutcome:
+    from agnes.services import sources as sources_service  # services own the source types
+
+    try:
+        spec = await sources_service.connector_run_spec(instance, source, tables)
+    except AgnesError as exc:
+        return await _fail(instance, run, source, "sync_failed", f"{exc.message} ({exc.hint})")
+    if spec.connector is None:
+        run.say(f"{source}: a {spec.type} source has no connector to run (its runs arrive in "
+                f"inbox/{source}/); skipped")
+        return SourceOutcome(source, "skipped", f"a {spec.type} source is published from inbox/{source}/, not synced")
+    extracts = instance.settings.extracts_dir
+    async with _source_lock(extracts, source, run) as locked:
+        if not locked:
+            return SourceOutcome(source, "cancelled", "cancelled while waiting for another sync of this source")
+        previous = current_run(extracts, source)
+        staging = new_staging_dir(extracts, source)
+        published = False
+        try:
+            async with instance.control.transaction() as conn:
+                for table in spec.tables or []:
+                    await jobs_repo.set_table(conn, run.job_id, source, table, "pending")
+            run.say(f"{source}: running connector {spec.connector.name!r}"
+                    + (f" for {len(spec.tables)} table(s)" if spec.tables else ""))
+
+            async def on_event(event: dict[str, Any]) -> None:
+                await _on_event(instance, run, source, event)
+
+            result = await run_connector(
+                spec.connector, staging, config=spec.config, secrets=spec.secrets_env,
+                timeout=instance.settings.sync.timeout_seconds, on_event=on_event, cancel=run.cancel,
+                tables=spec.tables, source_name=source,
+                state_dir=instance.settings.state_dir / "connectors" / source,
+            )
+            for line in [*result.log_tail[-20:], *result.stderr_tail[-STDERR_LINES:]]:
+                run.say(line, prefix=source)
+            if result.status == "cancelled":
+                await _settle(instance, run, source, "skipped", "cancelled")
+                return SourceOutcome(source, "cancelled", "cancelled while the connector ran")
+            if not result.ok:
+                await _settle(instance, run, source, "failed", result.error or "the connector failed")
+                return await _fail(instance, run, source, "sync_failed", result.error or "the connector failed")
+            try:
+                carried = await asyncio.to_thread(carry_over, staging, previous, set(result.tables_failed), tables)
+            except CarryOverError as exc:
+                message = f"{exc}; the whole previous run keeps serving"
+                return await _fail(instance, run, source, "sync_failed", message)
+            report = await asyncio.to_thread(validate_extract, staging, source_name=source)
+            if not report.ok:
+                return await _invalid(instance, run, source, report)
+            if run.lost:
+                return SourceOutcome(source, "cancelled", "the job was taken over by recovery; not published")
+            done = await asyncio.to_thread(publish, extracts, source, staging)
+            published = True
+            failed = await _record(instance, run, source, done.run_id, done.previous_run_id, report,
+                                   result.tables_failed, {c.table: c.extracted_at for c in carried})
+        finally:
+            if not published:
+                discard_staging(staging)
+    if failed:
+        return SourceOutcome(source, "partial", f"table(s) {', '.join(failed)} failed (previous data kept "
+                             "where there was any)")
+    return SourceOutcome(source, "published")
+
+
+async def _record(instance: Instance, run: JobRun, source: str, run_id: str, previous_run_id: str | None,
+                  report: Any, failed: dict[str, dict[str, Any]], carried: dict[str, str | None]) -> list[str]:
+    """One transaction: counter + publication row + per-table outcomes + health errors; returns failed tables."""
+    from agnes.services import sources as sources_service
+
+    stamps = [t.extracted_at for t in report.tables if t.extracted_at]
+    extracted_at = _iso(max(stamps)) if stamps else None
+    async with instance.control.transaction() as conn:
+        pub = await publications.record(conn, source=source, run_id=run_id, previous_run_id=previous_run_id,
+                                        extracted_at=extracted_at)
+        requested = set(await _job_tables(conn, run.job_id, source))
+        for info in report.tables:
+            if info.name in failed:
+                kept = f"; previous data kept (extracted_at {carried[info.name]})" if info.name in carried else ""
+                await jobs_repo.set_table(conn, run.job_id, source, info.name, "failed",
+                                          error=_clip(_table_error(failed[info.name]) + kept))
+            elif info.name not in carried:
+                await jobs_repo.set_table(conn, run.job_id, source, info.name, "succeeded", rows=info.rows)
+        missing = sorted(requested - {t.name for t in report.tables} - set(failed))
+        for name in missing:
+            await jobs_repo.set_table(conn, run.job_id, source, name, "failed",
+                                      error="the connector neither wrote this table nor reported it failed")
+        for code in SYNC_CODES:
+            await health_errors.resolve(conn, source=source, code=code)
+        bad = sorted({*failed, *missing})
+        lost = [t for t in bad if t not in carried]
+        if bad:
+            await health_errors.raise_error(conn, code="sync_failed", source=source, message=_clip(
+                f"job {run.job_id}: table(s) {', '.join(bad)} of {source} failed"
+                + (f"; no previous data for {', '.join(lost)}" if lost else "; their previous data keeps serving")))
+    run.say(f"{source}: published run {run_id} (publication serial {pub.serial}, {len(report.tables)} table(s)"
+            + (f", {len(carried)} kept from the previous run" if carried else "") + ")")
+    try:
+        await sources_service.register_published_tables(instance, source, report.tables)
+    except Exception as exc:  # the data is published; only the registry lags behind
+        log.exception("job %s: registering the tables of %s failed", run.job_id, source)
+        run.say(f"{source}: warning: registering the published tables failed: {exc}")
+    return bad
+
+
+async def _job_tables(conn: Any, job_id: int, source: str) -> list[str]:
+    tables = await jobs_repo.tables_of(conn, [job_id])
+    return [t.table_name for t in tables.get(job_id, []) if t.source == source]
+
+
+async def _invalid(instance: Instance, run: JobRun, source: str, report: Any) -> SourceOutcome:
+    problems = [f"[{v.code}]" + (f" {v.table}:" if v.table else "") + f" {v.message} (fix: {v.fix})"
+                for v in report.violations]
+    for line in problems:
+        run.say(f"{source}: contract violation {line}")
+    async with instance.control.transaction() as conn:
+        for v in report.violations:
+            if v.table and TABLE_NAME_RE.match(v.table):
+                await jobs_repo.set_table(conn, run.job_id, source, v.table, "failed",
+                                          error=_clip(f"contract violation [{v.code}] {v.message}"))
+        await jobs_repo.settle_pending(conn, run.job_id, source, "failed", "not published: the extract is invalid")
+    message = (f"the extract broke the contract, so it was not published ({len(problems)} violation(s)): "
+               + "; ".join(problems))
+    return await _fail(instance, run, source, "extract_invalid", message)
+
+
+async def _fail(instance: Instance, run: JobRun, source: str, code: str, message: str) -> SourceOutcome:
+    """Record a source that published nothing: one open health error per source and code family."""
+    run.say(f"{source}: failed: {message}")
+    async with instance.control.transaction() as conn:
+        for old in SYNC_CODES:
+            await health_errors.resolve(conn, source=source, code=old)
+        await health_errors.raise_error(conn, code=code, source=source, message=_clip(
+            f"job {run.job_id}: {message}; the previous data keeps serving"))
+    return SourceOutcome(source, "failed", _clip(message))
+
+
+async def _settle(instance: Instance, run: JobRun, source: str, status: str, error: str) -> None:
+    async with instance.control.transaction() as conn:
+        await jobs_repo.settle_pending(conn, run.job_id, source, status, _clip(error))
+
+
+async def _on_event(instance: Instance, run: JobRun, source: str, event: dict[str, Any]) -> None:
+    """Connector progress -> job_tables rows as they happen (input is untrusted: checked and clipped)."""
+    kind, table = event.get("event"), event.get("table")
+    if not isinstance(table, str) or not TABLE_NAME_RE.match(table):
+        run.say(f"{source}: event {str(kind)[:40]}", prefix=source)
+        return
+    async with instance.control.transaction() as conn:
+        if kind == "table_started":
+            await jobs_repo.set_table(conn, run.job_id, source, table, "pending")
+            run.say(f"table {table} started", prefix=source)
+        elif kind == "table_done":
+            rows, size = _int(event.get("rows")), _int(event.get("bytes"))
+            await jobs_repo.set_table(conn, run.job_id, source, table, "succeeded", rows=rows, size=size)
+            run.say(f"table {table} done: {rows} rows, {size} bytes", prefix=source)
+        elif kind == "table_failed":
+            error = _table_error(event)
+            await jobs_repo.set_table(conn, run.job_id, source, table, "failed", error=_clip(error))
+            run.say(f"table {table} failed: {error}", prefix=source)
+
+
+@contextlib.asynccontextmanager
+async def _source_lock(extracts: Path, source: str, run: JobRun) -> AsyncIterator[bool]:
+    """Exclusive flock on extracts/<source>/.sync.lock (any process); yields False if cancelled while waiting."""
+    folder = extracts / source
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".sync.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if run.cancel.is_set():
+                    yield False
+                    return
+                if not waiting:
+                    waiting = True
+                    run.say(f"{source}: waiting for another sync of this source to finish")
+                await asyncio.sleep(0.25)
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _table_error(event: dict[str, Any]) -> str:
+    error = str(event.get("error") or "the connector reported the table failed")
+    file = event.get("file")
+    return f"{error} (file {file})" if isinstance(file, str) and file and file not in error else error
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _iso(value: str) -> str:
+    """Validator timestamps are naive UTC ISO strings; store them like every control-plane time."""
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    except ValueError:
+        return value
+
+
+def _clip(text: str | None, limit: int = 4000) -> str | None:
+    return text if text is None or len(text) <= limit else text[: limit - 1] + "…"
