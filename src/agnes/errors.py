@@ -55,6 +55,7 @@ CATALOG: dict[str, ErrorSpec] = {
     # --- sync jobs --------------------------------------------------------------------
     "source_not_found": ErrorSpec(404, "No source has this name.", "List sources with GET /api/admin/sources, or add one with POST /api/admin/configure {data_source, name?}."),
     "no_sources": ErrorSpec(400, "No source is configured yet, so there is nothing to sync.", "Configure one with POST /api/admin/configure {data_source: 'sample'} (or the setup wizard), then trigger again."),
+    "source_not_syncable": ErrorSpec(400, "This source has no connector to run: an external (Tier B) source is published when a run arrives in its inbox.", "Drop the run into $DATA_DIR/inbox/NAME/ and create READY last; trigger only sources that have a connector (GET /api/admin/sources)."),
     "tables_need_source": ErrorSpec(400, "`tables` was given without `source`.", "Name the source the tables belong to: {source: 'NAME', tables: ['t1', ...]}, or drop `tables` to sync everything."),
     "job_not_found": ErrorSpec(404, "No job has this id.", "List jobs with GET /api/sync/jobs (newest first)."),
     "job_finished": ErrorSpec(409, "The job has already finished; only queued or running jobs can be cancelled.", "Read its outcome with GET /api/sync/jobs/{id}; start a new sync with POST /api/sync/trigger."),
@@ -79,6 +80,7 @@ CATALOG: dict[str, ErrorSpec] = {
     "table_not_found": ErrorSpec(404, "No registered table has this id.", "Table ids are <source>.<table>; list them with GET /api/admin/tables?source=NAME, or register tables with POST /api/admin/discover-and-register."),
     "invalid_csv": ErrorSpec(400, "The uploaded file is not a usable CSV file; nothing was stored or changed.", "Fix the file at the line named in the message (UTF-8 text, one header row with unique names, the same number of fields on every row) and upload it again."),
     "wrong_source_type": ErrorSpec(400, "This operation does not apply to the source's type.", "Use a source of the type named in the message, e.g. create one with POST /api/admin/configure {\"data_source\": \"csv\"}."),
+    "extract_attach_failed": ErrorSpec(500, "A published extract could not be attached to the serving catalog; the previous run (if any) is still served.", "Run `agnes contract check` on the run folder named in the message, fix the connector, then POST /api/sync/trigger {\"source\": NAME}."),
     # --- startup (never HTTP) ---------------------------------------------------------
     "config_invalid": ErrorSpec(500, "The configuration file or an environment variable is invalid.", "Fix the file, line and key named in the message, or unset the environment variable."),
     "schema_too_new": ErrorSpec(500, "The control plane was migrated by a newer Agnes.", "Run the newer image again, or restore the backup from state/backups/ taken before that upgrade."),

@@ -12,6 +12,7 @@ from msgspec import Meta
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
 from agnes.api.errors import documented
 from agnes.api.guards import requires_admin
+from agnes.api.query import known_query_only
 from agnes.api.schemas import STRICT, ItemList
 from agnes.services import registry
 from agnes.services import sources as sources_service
@@ -62,7 +63,7 @@ class UpdateSourceRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
 class SourcesController(Controller):
     path = "/api/admin"
     tags = ["sources"]
-    guards = [requires_admin]
+    guards = [requires_admin, known_query_only]
 
     @post(
         "/configure",
@@ -83,7 +84,7 @@ class SourcesController(Controller):
         return await sources_service.configure(instance, current_user, data, ip=ip)
 
     @get("/sources", operation_id="listSources", summary="Sources with status, last sync, schedule, visibility",
-         responses=documented(*AUTH_ERRORS))
+         responses=documented(*AUTH_ERRORS, "validation_failed"))
     async def list_sources(self, instance: InstanceDep) -> ItemList[Source]:
         found = await sources_service.list_sources(instance)
         return ItemList(items=found, count=len(found))
@@ -110,6 +111,7 @@ class SourcesController(Controller):
     @delete(
         "/sources/{name:str}",
         operation_id="deleteSource",
+        opt={"query": ("confirm",)},
         summary="Delete a source with its data, registry entries, grants and uploads",
         responses=documented(*AUTH_ERRORS, "validation_failed", "source_not_found", "confirmation_required",
                              "source_busy"),
@@ -123,6 +125,7 @@ class SourcesController(Controller):
     @post(
         "/discover-and-register",
         operation_id="discoverAndRegister",
+        opt={"query": ("source", "dry_run")},
         summary="Discover tables and register the new ones",
         description="Idempotent; never overwrites fields an admin edited. Reports registered, skipped (already "
                     "registered), drifted (columns changed), invalid (unusable or clashing names, never merged) "

@@ -55,7 +55,7 @@ class SyncController(Controller):
         summary="Start a sync job (or get the queued/running one that already covers it)",
         status_code=200,
         responses=documented(*AUTH_ERRORS, "validation_failed", "no_sources", "tables_need_source",
-                             "source_not_found", "queue_unavailable"),
+                             "source_not_syncable", "source_not_found", "queue_unavailable"),
     )
     async def trigger(
         self,

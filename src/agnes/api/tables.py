@@ -12,6 +12,7 @@ from msgspec import Meta
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
 from agnes.api.errors import documented
 from agnes.api.guards import requires_admin
+from agnes.api.query import known_query_only
 from agnes.api.schemas import STRICT, ItemList
 from agnes.services import registry
 from agnes.services.registry import RegisteredTable
@@ -31,9 +32,9 @@ class UpdateTableRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True
 class TablesController(Controller):
     path = "/api/admin/tables"
     tags = ["tables"]
-    guards = [requires_admin]
+    guards = [requires_admin, known_query_only]
 
-    @get(operation_id="listRegisteredTables", summary="Registered tables",
+    @get(operation_id="listRegisteredTables", summary="Registered tables", opt={"query": ("source",)},
          responses=documented(*AUTH_ERRORS, "validation_failed", "source_not_found"))
     async def list_tables(
         self, instance: InstanceDep,

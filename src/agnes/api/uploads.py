@@ -19,6 +19,7 @@ from litestar.params import Body, QueryParameter
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
 from agnes.api.errors import ErrorBody, documented, error_response, handle_http_exception
 from agnes.api.guards import requires_admin
+from agnes.api.query import known_query_only
 from agnes.errors import AgnesError
 from agnes.services.uploads import StagedFile, stage_upload
 from agnes.settings import Settings
@@ -43,10 +44,11 @@ def _too_large(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 class UploadsController(Controller):
     path = "/api/admin/uploads"
     tags = ["sources"]
-    guards = [requires_admin]
+    guards = [requires_admin, known_query_only]
 
     @post(
         operation_id="uploadCsv",
+        opt={"query": ("source",)},
         summary="Upload a CSV file into a csv source (published by its next sync)",
         description="The file is checked in full first (UTF-8, a header row with unique names, the same number "
                     "of fields on every row, not empty, not binary); a bad file changes nothing. The table name "

@@ -195,10 +195,13 @@ async def set_table(conn: aiosqlite.Connection, job_id: int, source: str, table:
     )
 
 
-async def settle_pending(conn: aiosqlite.Connection, job_id: int, source: str, status: str, error: str) -> int:
-    """Give every still-pending table of one source its final status."""
-    return await change(conn, "UPDATE job_tables SET status = ?, error = ? WHERE job_id = ? AND source = ? "
-                        "AND status = 'pending'", (status, error, job_id, source))
+async def settle_pending(conn: aiosqlite.Connection, job_id: int, source: str | None, status: str,
+                         error: str) -> int:
+    """Give every still-pending table of one source (None: of every source) its final status."""
+    sql = "UPDATE job_tables SET status = ?, error = ? WHERE job_id = ? AND status = 'pending'"
+    if source is None:
+        return await change(conn, sql, (status, error, job_id))
+    return await change(conn, sql + " AND source = ?", (status, error, job_id, source))
 
 
 async def tables_of(conn: aiosqlite.Connection, job_ids: list[int]) -> dict[int, list[JobTableRecord]]:

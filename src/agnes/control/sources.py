@@ -78,11 +78,12 @@ async def update(
 
 async def delete(conn: aiosqlite.Connection, name: str) -> int:
     """Delete the source; secrets, registry rows and its publication cascade."""
-    removed = await change(conn, "DELETE FROM sources WHERE name = ?", (name,))
-    if removed:
-        # The serving process re-attaches when the counter moves; a vanished source is detached then.
-        await change(conn, "UPDATE publication_counter SET value = value + 1 WHERE id = 1")
-    return removed
+    return await change(conn, "DELETE FROM sources WHERE name = ?", (name,))
+
+
+async def bump_publication_counter(conn: aiosqlite.Connection) -> None:
+    """Make serving processes re-read what is published (after a source's runs were removed)."""
+    await change(conn, "UPDATE publication_counter SET value = value + 1 WHERE id = 1")
 
 
 # --- secrets (ciphertext only) -----------------------------------------------------

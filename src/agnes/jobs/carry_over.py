@@ -68,7 +68,8 @@ def carry_over(staging: Path, previous: Path | None, failed: set[str], requested
         return []
     old = _meta_rows(previous / EXTRACT)
     have = _meta_rows(staging_db)
-    wanted = sorted(t for t in old if t not in have and (t in failed or (requested is not None and t not in requested)))
+    wanted = sorted(t for t in old if t not in have and (t in failed or (requested is not None
+                                                                        and t not in requested)))
     if not wanted:
         return []
     base_tables: list[str] = []

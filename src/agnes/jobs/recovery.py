@@ -105,7 +105,7 @@ async def fail_dead_jobs(instance: Instance, *, stale_after: float = STALE_AFTER
             if not ok:
                 continue  # it finished or refreshed its heartbeat meanwhile
             for source in job.sources:
-                await jobs_repo.settle_pending(conn, job.id, source, "failed", f"not finished: {LOST}")
+                await jobs_repo.settle_pending(conn, job.id, source, "failed", f"not published: {LOST}")
                 await health_errors.raise_error(
                     conn, code="sync_interrupted", source=source,
                     message=f"job {job.id}: {LOST} (owner {job.owner}); the previous data keeps serving",

@@ -23,6 +23,7 @@ from agnes.control.db import ControlPlane
 log = logging.getLogger("agnes.jobs")
 
 TAIL_LINES = 200
+LINE_CHARS = 2000  # a connector may print megabyte lines; the job row keeps a readable tail
 POLL_SECONDS = 1.0  # how quickly a cancel request is seen
 HEARTBEAT_SECONDS = 5.0  # how often heartbeat_at (and log_tail) is written
 STALE_AFTER_SECONDS = 60.0  # a running job with an older heartbeat is dead (recovery.py)
@@ -53,6 +54,7 @@ class JobRun:
         """Add one line (`HH:MM:SS [prefix] text`) to the job's log tail."""
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
         for part in str(line).splitlines() or [""]:
+            part = part if len(part) <= LINE_CHARS else part[:LINE_CHARS] + " …[cut]"
             self.lines.append(f"{stamp} [{prefix}] {part}")
         self._dirty = True
         log.info("job %s: [%s] %s", self.job_id, prefix, line)

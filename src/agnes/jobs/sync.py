@@ -67,7 +67,14 @@ async def run_sync_job(instance: Instance, job_id: int, *, owner: str) -> str | 
                 if run.cancel.is_set():
                     outcomes.append(SourceOutcome(source, "cancelled", "cancelled before it started"))
                     continue
-                outcomes.append(await _sync_source(instance, run, source, job.tables))
+                try:
+                    outcomes.append(await _sync_source(instance, run, source, job.tables))
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # one source's bug must not hide the other sources' outcomes
+                    log.exception("job %s: source %s failed unexpectedly", job_id, source)
+                    message = f"internal error: {type(exc).__name__}: {exc}"
+                    outcomes.append(await _fail(instance, run, source, "sync_failed", message))
         except asyncio.CancelledError:
             run.say("the process running this job is shutting down: stopped; trigger the sync again")
             await asyncio.shield(_finish(instance, run, "cancelled", "stopped: the server or worker running it "
@@ -85,8 +92,8 @@ async def run_sync_job(instance: Instance, job_id: int, *, owner: str) -> str | 
 
 
 def _verdict(outcomes: list[SourceOutcome], run: JobRun) -> tuple[str, str | None]:
-    errors = "; ".join(f"{o.source}: {o.error}" for o in outcomes if o.error) or None
     ran = [o for o in outcomes if o.status != "skipped"]
+    errors = "; ".join(f"{o.source}: {o.error}" for o in (ran or outcomes) if o.error) or None
     if run.cancel.is_set() and any(o.status == "cancelled" for o in outcomes):
         return "cancelled", errors
     if not ran:
@@ -102,22 +109,40 @@ async def _finish(instance: Instance, run: JobRun, status: str, error: str | Non
     if run.lost:
         return  # the recovery sweep already failed this job; its row is not ours any more
     async with instance.control.transaction() as conn:
-        async with conn.execute("SELECT DISTINCT source FROM job_tables WHERE job_id = ?", (run.job_id,)) as cur:
-            sources = [r[0] for r in await cur.fetchall()]
-        for source in sources:
-            await jobs_repo.settle_pending(conn, run.job_id, source, "skipped", f"not extracted: the job {status}")
+        await jobs_repo.settle_pending(conn, run.job_id, None, "skipped", f"not published: the job {status}")
         done = await jobs_repo.finish(conn, run.job_id, run.owner, status=status, error=_clip(error),
                                       log_tail=run.tail)
     if not done:
         log.warning("job %s: could not record %s (it is no longer running as %s)", run.job_id, status, run.owner)
 
 
-async def _sync_source(instance: Instance, run: JobRun, source: str, tables: list[str] | None) -> SourceOutcome:
+async def _run_spec(instance: Instance, run: JobRun, source: str, tables: list[str] | None) -> Any:
+    """The source's RunSpec; a type that extracts only registered tables discovers them first if none are."""
     from agnes.services import sources as sources_service  # services own the source types
+    from agnes.services.registry import discover_and_register
 
+    spec = await sources_service.connector_run_spec(instance, source, tables)
+    if spec.extracts_all or spec.tables:
+        return spec
+    run.say(f"{source}: no table is registered yet: discovering them first")
+    found = await discover_and_register(instance, None, source=source)
+    for outcome in found.sources:
+        if outcome.error:
+            raise AgnesError("sync_failed", f"discovery failed: {outcome.error}")
+    spec = await sources_service.connector_run_spec(instance, source, tables)
+    if not spec.tables:
+        raise AgnesError("sync_failed", "the source offers no table to sync",
+                         hint=f"Check the source's options, then POST /api/admin/discover-and-register?source={source}")
+    return spec
+
+
+async def _sync_source(instance: Instance, run: JobRun, source: str, tables: list[str] | None) -> SourceOutcome:
     try:
-        spec = await sources_service.connector_run_spec(instance, source, tables)
+        spec = await _run_spec(instance, run, source, tables)
     except AgnesError as exc:
+        if exc.code == "source_not_found":  # deleted after the job was queued: nothing left to sync or report
+            run.say(f"{source}: the source was deleted; skipped")
+            return SourceOutcome(source, "skipped", "the source was deleted before it was synced")
         return await _fail(instance, run, source, "sync_failed", f"{exc.message} ({exc.hint})")
     if spec.connector is None:
         run.say(f"{source}: a {spec.type} source has no connector to run (its runs arrive in "
@@ -129,10 +154,9 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
             return SourceOutcome(source, "cancelled", "cancelled while waiting for another sync of this source")
         previous = current_run(extracts, source)
         staging = new_staging_dir(extracts, source)
-        published = False
         try:
             async with instance.control.transaction() as conn:
-                for table in spec.tables or []:
+                for table in tables or []:
                     await jobs_repo.set_table(conn, run.job_id, source, table, "pending")
             run.say(f"{source}: running connector {spec.connector.name!r}"
                     + (f" for {len(spec.tables)} table(s)" if spec.tables else ""))
@@ -144,16 +168,17 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
                 spec.connector, staging, config=spec.config, secrets=spec.secrets_env,
                 timeout=instance.settings.sync.timeout_seconds, on_event=on_event, cancel=run.cancel,
                 tables=spec.tables, source_name=source,
-                state_dir=instance.settings.state_dir / "connectors" / source,
+                state_dir=spec.state_dir,
             )
             for line in [*result.log_tail[-20:], *result.stderr_tail[-STDERR_LINES:]]:
                 run.say(line, prefix=source)
             if result.status == "cancelled":
-                await _settle(instance, run, source, "skipped", "cancelled")
+                await _settle(instance, run, source, "skipped", "not published: the job was cancelled")
                 return SourceOutcome(source, "cancelled", "cancelled while the connector ran")
             if not result.ok:
-                await _settle(instance, run, source, "failed", result.error or "the connector failed")
-                return await _fail(instance, run, source, "sync_failed", result.error or "the connector failed")
+                error = result.error or "the connector failed"
+                await _settle(instance, run, source, "failed", f"not published: {error}")
+                return await _fail(instance, run, source, "sync_failed", error)
             try:
                 carried = await asyncio.to_thread(carry_over, staging, previous, set(result.tables_failed), tables)
             except CarryOverError as exc:
@@ -164,12 +189,18 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
                 return await _invalid(instance, run, source, report)
             if run.lost:
                 return SourceOutcome(source, "cancelled", "the job was taken over by recovery; not published")
-            done = await asyncio.to_thread(publish, extracts, source, staging)
-            published = True
-            failed = await _record(instance, run, source, done.run_id, done.previous_run_id, report,
-                                   result.tables_failed, {c.table: c.extracted_at for c in carried})
+            # A valid run is published and recorded to the end even if we are cancelled meanwhile:
+            # a pointer switch without its counter bump would stay unnoticed by the serving process.
+            step = asyncio.ensure_future(_publish(instance, run, source, staging, report, result.tables_failed,
+                                                  {c.table: c.extracted_at for c in carried}))
+            try:
+                failed = await asyncio.shield(step)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await step
+                raise
         finally:
-            if not published:
+            if staging.exists():  # not published (a published staging folder has become runs/<id>)
                 discard_staging(staging)
     if failed:
         return SourceOutcome(source, "partial", f"table(s) {', '.join(failed)} failed (previous data kept "
@@ -177,11 +208,13 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
     return SourceOutcome(source, "published")
 
 
-async def _record(instance: Instance, run: JobRun, source: str, run_id: str, previous_run_id: str | None,
-                  report: Any, failed: dict[str, dict[str, Any]], carried: dict[str, str | None]) -> list[str]:
-    """One transaction: counter + publication row + per-table outcomes + health errors; returns failed tables."""
+async def _publish(instance: Instance, run: JobRun, source: str, staging: Path, report: Any,
+                   failed: dict[str, dict[str, Any]], carried: dict[str, str | None]) -> list[str]:
+    """Switch the pointer, then record it (one transaction); returns the tables that failed."""
     from agnes.services import sources as sources_service
 
+    done = await asyncio.to_thread(publish, instance.settings.extracts_dir, source, staging)
+    run_id, previous_run_id = done.run_id, done.previous_run_id
     stamps = [t.extracted_at for t in report.tables if t.extracted_at]
     extracted_at = _iso(max(stamps)) if stamps else None
     async with instance.control.transaction() as conn:
@@ -198,7 +231,7 @@ async def _record(instance: Instance, run: JobRun, source: str, run_id: str, pre
         missing = sorted(requested - {t.name for t in report.tables} - set(failed))
         for name in missing:
             await jobs_repo.set_table(conn, run.job_id, source, name, "failed",
-                                      error="the connector neither wrote this table nor reported it failed")
+                                      error="not in the published extract: the connector did not write it")
         for code in SYNC_CODES:
             await health_errors.resolve(conn, source=source, code=code)
         bad = sorted({*failed, *missing})
@@ -265,8 +298,8 @@ async def _on_event(instance: Instance, run: JobRun, source: str, event: dict[st
             await jobs_repo.set_table(conn, run.job_id, source, table, "pending")
             run.say(f"table {table} started", prefix=source)
         elif kind == "table_done":
-            rows, size = _int(event.get("rows")), _int(event.get("bytes"))
-            await jobs_repo.set_table(conn, run.job_id, source, table, "succeeded", rows=rows, size=size)
+            rows, size = _int(event.get("rows")), _int(event.get("bytes"))  # 'succeeded' once published
+            await jobs_repo.set_table(conn, run.job_id, source, table, "pending", rows=rows, size=size)
             run.say(f"table {table} done: {rows} rows, {size} bytes", prefix=source)
         elif kind == "table_failed":
             error = _table_error(event)

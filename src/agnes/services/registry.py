@@ -129,7 +129,10 @@ async def apply_discovery(conn: aiosqlite.Connection, source: str, discovered: l
                                          description=table.description, query_mode=table.query_mode, columns=columns)
             continue
         drift = _drift(row["columns"], table.columns)
-        (drifted.append(TableDrift(ref.id, name, table.native_id, *drift)) if drift else skipped.append(ref))
+        if drift:
+            drifted.append(TableDrift(ref.id, name, table.native_id, *drift))
+        else:
+            skipped.append(ref)
         fresh: dict[str, Any] = {}
         if table.native_id and table.native_id != row["native_id"]:
             fresh["native_id"] = table.native_id
@@ -243,7 +246,8 @@ async def update_table(instance: Instance, actor: User, table_id: str, changes: 
 
 
 async def delete_table(instance: Instance, actor: User, table_id: str, ip: str | None = None) -> None:
-    """Unregister a table and drop its grants (its data stays until the source's next sync)."""
+    """Unregister a table and drop its grants; the published data is not touched (a type that
+    extracts every table registers it again at its next sync)."""
     async with instance.control.transaction() as conn:
         row = await _require(conn, table_id)
         removed = await grants.delete_by_target(conn, table_id)

@@ -142,8 +142,9 @@ def _sample_tables() -> tuple[DiscoveredTable, ...]:
     try:
         found = []
         for name, table in generate().items():
-            empty = table.slice(0, 0)  # noqa: F841 - read by DuckDB's replacement scan below
-            rows = con.execute("DESCRIBE SELECT * FROM empty").fetchall()
+            con.register("t", table.slice(0, 0))
+            rows = con.execute("DESCRIBE SELECT * FROM t").fetchall()
+            con.unregister("t")
             found.append(DiscoveredTable(name=name, native_id=name, description=DESCRIPTIONS[name],
                                          columns=[Column(r[0], r[1]) for r in rows]))
         return tuple(found)

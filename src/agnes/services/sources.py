@@ -291,7 +291,10 @@ async def delete_source(instance: Instance, actor: User, name: str, *, confirm: 
         await audit.record(conn, action="source_deleted", target=f"source:{name}", ip=ip, **_actor(actor, "api"),
                            detail={"type": row["type"], "tables": tables, "grants": removed_grants})
         await write_export(conn, instance.settings)
-    _remove_files(instance, name)
+    await asyncio.to_thread(_remove_files, instance, name)
+    async with instance.control.transaction() as conn:
+        # Only now: a serving process that sees the counter move must find the runs gone.
+        await sources_repo.bump_publication_counter(conn)
 
 
 def _remove_files(instance: Instance, name: str) -> None:

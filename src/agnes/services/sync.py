@@ -9,7 +9,7 @@ cron tick during a long manual sync never start a second copy.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import aiosqlite
 import msgspec
@@ -21,6 +21,7 @@ from agnes.control.jobs import JobRecord, JobTableRecord
 from agnes.errors import AgnesError
 from agnes.models import User
 from agnes.services.instance import Instance
+from agnes.services.source_types import type_of
 
 log = logging.getLogger("agnes.sync")
 JobStatus = Literal["queued", "running", "succeeded", "partial", "failed", "cancelled"]
@@ -109,7 +110,15 @@ async def enqueue(instance: Instance, job: JobRecord) -> None:
         raise
 
 
-def _check_request(names: list[str], source: str | None, tables: list[str] | None) -> list[str]:
+def _syncable(row: dict[str, Any]) -> bool:
+    """Has a connector to run (external/Tier B sources are published from their inbox instead)."""
+    stype = type_of(row["type"])
+    return stype is None or stype.connector_name(row["options"]) is not None
+
+
+def _check_request(rows: list[dict[str, Any]], source: str | None, tables: list[str] | None) -> list[str]:
+    names = [r["name"] for r in rows]
+    syncable = [r["name"] for r in rows if _syncable(r)]
     if tables and not source:
         raise AgnesError("tables_need_source", f"`tables` ({', '.join(tables[:5])}) needs `source`.")
     if not names:
@@ -119,7 +128,13 @@ def _check_request(names: list[str], source: str | None, tables: list[str] | Non
         raise AgnesError("source_not_found", f"No source is named {source!r}; configured: {', '.join(names)}.",
                          hint=f"Use one of: {', '.join(names)} (GET /api/admin/sources), or omit `source` to sync "
                               "all. To add a source: POST /api/admin/configure {data_source, name?}.")
-    return [source] if source else names
+    if source is not None and source not in syncable:
+        raise AgnesError("source_not_syncable", f"Source {source!r} is external: Agnes publishes it when a run "
+                         f"arrives in inbox/{source}/, there is no connector to run.")
+    if not syncable:
+        raise AgnesError("no_sources", f"No source has a connector to run (only external sources: {', '.join(names)}).",
+                         hint=CONFIGURE_HINT + " Then trigger again.")
+    return [source] if source else syncable
 
 
 async def trigger_sync(instance: Instance, actor: User | None, *, source: str | None = None,
@@ -127,8 +142,7 @@ async def trigger_sync(instance: Instance, actor: User | None, *, source: str | 
     """Create (or find) the job for `source` (None = all sources) and enqueue it."""
     wanted_tables = sorted(set(tables)) if tables else None
     async with instance.control.transaction() as conn:
-        names = await sources_repo.names(conn)
-        sources = _check_request(names, source, wanted_tables)
+        sources = _check_request(await sources_repo.list_all(conn), source, wanted_tables)
         job, created = await create_job(conn, sources=sources, tables=wanted_tables, trigger=trigger,
                                         requested_by=actor.id if actor else None)
         if created:
