@@ -12,7 +12,7 @@ from msgspec import Meta
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
 from agnes.api.errors import documented
 from agnes.api.guards import requires_admin
-from agnes.api.query import known_query_only
+from agnes.api.query_params import known_query_only
 from agnes.api.schemas import STRICT, ItemList
 from agnes.services import registry
 from agnes.services.registry import RegisteredTable

@@ -19,7 +19,7 @@ from litestar.params import Body, QueryParameter
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
 from agnes.api.errors import ErrorBody, documented, error_response, handle_http_exception
 from agnes.api.guards import requires_admin
-from agnes.api.query import known_query_only
+from agnes.api.query_params import known_query_only
 from agnes.errors import AgnesError
 from agnes.services.uploads import StagedFile, stage_upload
 from agnes.settings import Settings
