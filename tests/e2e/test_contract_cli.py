@@ -3,8 +3,8 @@
 import json
 
 import duckdb
-
 from contract_tests.fixtures import build_valid_extract
+
 from tests.helpers import run_agnes
 
 
