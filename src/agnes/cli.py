@@ -78,7 +78,8 @@ def serve(
     if port:
         os.environ["AGNES_PORT"] = str(port)
     settings = _load_settings()
-    logging.basicConfig(level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.server.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def preflight() -> None:  # fail fast with a readable message instead of a lifespan traceback
         instance = await start_instance(settings, serve=False)

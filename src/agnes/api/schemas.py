@@ -12,8 +12,10 @@ from agnes.models import ApiToken, Role, User
 
 T = TypeVar("T")
 
-Email = Annotated[str, Meta(min_length=1, max_length=254, description="Email address (name@example.com), case-insensitive.")]
-Password = Annotated[str, Meta(min_length=1, max_length=256, description="At least the instance minimum length (12 by default); checked by the password policy.")]
+Email = Annotated[str, Meta(min_length=1, max_length=254,
+                             description="Email address (name@example.com), case-insensitive.")]
+Password = Annotated[str, Meta(min_length=1, max_length=256,
+                                description="At least the instance minimum length (12 by default); checked by the policy.")]
 STRICT = {"additionalProperties": False}
 # Row ids in paths: SQLite integers are signed 64-bit; anything else is a 400, never a 500.
 RowId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
@@ -38,14 +40,14 @@ class LoginRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class AccessTokenResponse(msgspec.Struct, frozen=True):
     access_token: str
     expires_in: int
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 — the OAuth token type, not a secret
 
 
 class BootstrapResponse(msgspec.Struct, frozen=True):
     access_token: str
     expires_in: int
     user: User
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 — the OAuth token type, not a secret
 
 
 class CreateUserRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -44,5 +44,7 @@ class TokensController(Controller):
 
     @delete("/{token_id:int}", operation_id="revokeToken", summary="Revoke one of your API tokens",
             responses=documented(*AUTH_ERRORS, "token_not_found"))
-    async def revoke_token(self, instance: InstanceDep, current_user: CurrentUser, ip: ClientIp, token_id: RowId) -> None:
+    async def revoke_token(
+        self, instance: InstanceDep, current_user: CurrentUser, ip: ClientIp, token_id: RowId
+    ) -> None:
         await tokens_service.revoke_token(instance, current_user, token_id, ip=ip)

@@ -7,7 +7,7 @@ import aiosqlite
 from agnes.control._rows import change, scalar
 from agnes.control.db import utcnow_iso
 
-SETUP_TOKEN_HASH = "setup_token_hash"
+SETUP_TOKEN_HASH = "setup_token_hash"  # noqa: S105 — a key name, not a secret
 ENCRYPTION_KEY_FINGERPRINT = "encryption_key_fingerprint"
 
 

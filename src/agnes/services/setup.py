@@ -72,7 +72,8 @@ async def bootstrap(
             remove_setup_token(instance.settings.state_dir)
     if not accepted:
         async with instance.control.transaction() as conn:
-            await audit.record(conn, action="bootstrap_refused", actor=email, detail={"reason": "bad setup token"}, ip=ip)
+            await audit.record(conn, action="bootstrap_refused", actor=email, detail={"reason": "bad setup token"},
+                               ip=ip)
         raise AgnesError("invalid_setup_token")
     instance.setup_required = False
     token = issue_access_token(
