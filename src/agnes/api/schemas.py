@@ -15,7 +15,7 @@ T = TypeVar("T")
 Email = Annotated[str, Meta(min_length=1, max_length=254,
                              description="Email address (name@example.com), case-insensitive.")]
 Password = Annotated[str, Meta(min_length=1, max_length=256,
-                                description="At least the instance minimum length (12 by default); checked by the policy.")]
+                                description="At least the instance minimum (12 by default); see the policy.")]
 STRICT = {"additionalProperties": False}
 # Row ids in paths: SQLite integers are signed 64-bit; anything else is a 400, never a 500.
 RowId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
