@@ -28,6 +28,7 @@ from agnes.api.uploads import uploads_router
 from agnes.api.users import UsersController, get_me
 from agnes.jobs.runtime import start_job_runtime
 from agnes.services.instance import start_instance
+from agnes.services.serving import CatalogService
 from agnes.settings import Settings
 from agnes.version import __version__
 from agnes.web.routes import ROUTES as WEB_ROUTES
@@ -64,15 +65,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         instance = await start_instance(settings)
         app.state.instance = instance
+        serving = CatalogService(instance)
+        instance.serving = serving
+        serving.start()  # first load in the background: the server answers while it builds
         try:
             jobs = await start_job_runtime(instance)
         except BaseException:
+            await serving.stop()
             await instance.close()
             raise
         try:
             yield
         finally:
             await jobs.stop()  # running in-process jobs end `cancelled`, never left running
+            await serving.stop()
             await instance.close()
 
     static = create_static_files_router(

@@ -76,6 +76,11 @@ async def health_report(instance: Instance, *, include_messages: bool) -> Health
         "data_dir": await asyncio.to_thread(_data_dir, instance),
         "disk": await asyncio.to_thread(_disk, instance),
     }
+    warnings = list(instance.warnings)
+    if instance.serving is not None:
+        status_, detail = instance.serving.health()
+        checks["catalog"] = Check(status_, detail)
+        warnings += instance.serving.warnings()
     errors: list[ErrorEntry] = []
     if checks["control_plane"].status != "fail":
         async with instance.control.read() as conn:
@@ -98,6 +103,6 @@ async def health_report(instance: Instance, *, include_messages: bool) -> Health
         commit=build.commit,
         schema_version=instance.schema_version,
         checks=checks,
-        warnings=list(instance.warnings),
+        warnings=warnings,
         errors=errors,
     )

@@ -22,6 +22,7 @@ from agnes.errors import StartupError
 from agnes.jobs.queue import JobQueue
 from agnes.security.encryption import Encryptor
 from agnes.security.secrets import InstanceSecrets, key_fingerprint, load_instance_secrets
+from agnes.services.serving import CatalogService
 from agnes.settings import Settings
 from agnes.version import BuildInfo, build_info
 
@@ -41,6 +42,7 @@ class Instance:
     schema_version: int
     warnings: list[str] = field(default_factory=list)
     jobs: JobQueue | None = None  # set by agnes.jobs.runtime (server) or the arq worker
+    serving: CatalogService | None = None  # the serving catalog; only the server process has one
 
     async def close(self) -> None:
         await self.control.close()

@@ -14,12 +14,15 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agnes.control import health_errors, publications
 from agnes.engine.catalog import ServingCatalog, SyncReport
 from agnes.engine.connection import ConnectionPolicy
 from agnes.engine.publish import published_runs
-from agnes.services.instance import Instance
+
+if TYPE_CHECKING:
+    from agnes.services.instance import Instance
 
 log = logging.getLogger("agnes.serving")
 ATTACH_FAILED = "extract_attach_failed"
@@ -51,9 +54,13 @@ class CatalogService:
         async with self._lock:
             async with self.instance.control.read() as conn:
                 counter = await publications.counter(conn)
-            if counter == self.state.seen_counter and not force:
-                return None
-            runs = await asyncio.to_thread(published_runs, self.instance.settings.extracts_dir)
+                if counter == self.state.seen_counter and not force:
+                    return None
+                # The control plane decides what exists: a run left on disk by a source deleted
+                # mid-way (or never recorded) is not served.
+                recorded = {p.source for p in await publications.all_sources(conn)}
+            on_disk = await asyncio.to_thread(published_runs, self.instance.settings.extracts_dir)
+            runs = {source: path for source, path in on_disk.items() if source in recorded}
             report = await asyncio.to_thread(self.catalog.sync_sources, runs)
             self.state.seen_counter = counter
             self.state.last_report = report
@@ -108,7 +115,7 @@ class CatalogService:
         if self.state.last_error:
             return "warn", f"catalog refresh failing, serving the last good state: {self.state.last_error}"
         if not self.state.loaded:
-            return "warn", "catalog is loading"
+            return "ok", "catalog is loading (first build in progress; tables appear when it is done)"
         tables = len(self.catalog.sources)
         broken = self.catalog.errors
         if broken:
