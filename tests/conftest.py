@@ -82,3 +82,11 @@ async def login(client: AsyncTestClient[Any], email: str, password: str) -> str:
     resp = await client.post("/auth/token", json={"email": email, "password": password})
     assert resp.status_code == 200, resp.text
     return resp.json()["access_token"]
+
+
+@pytest.fixture
+async def served(client: AsyncTestClient[Litestar], admin_token: str) -> set[str]:
+    """A bootstrapped instance serving `sample` (visible to nobody but admins) and csv source `hr`."""
+    from tests.serving_helpers import HR_FILES, load_sources
+
+    return await load_sources(client, admin_token, csv={"hr": HR_FILES})

@@ -4,6 +4,8 @@ first request is served."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from agnes.api.deps import DEPENDENCIES
 from agnes.api.errors import EXCEPTION_HANDLERS
 from agnes.api.health import get_health
 from agnes.api.middleware import SETUP_ALLOWED, GateMiddleware
+from agnes.api.serving_routes import SERVING_HANDLERS
 from agnes.api.sources import SourcesController
 from agnes.api.sync import SyncController
 from agnes.api.tables import TablesController
@@ -27,7 +30,9 @@ from agnes.api.tokens import TokensController
 from agnes.api.uploads import uploads_router
 from agnes.api.users import UsersController, get_me
 from agnes.jobs.runtime import start_job_runtime
+from agnes.services.inbox import inbox_loop
 from agnes.services.instance import start_instance
+from agnes.services.query import create_executor
 from agnes.services.serving import CatalogService
 from agnes.settings import Settings
 from agnes.version import __version__
@@ -35,7 +40,7 @@ from agnes.web.routes import ROUTES as WEB_ROUTES
 
 WEB_DIR = Path(__file__).parent / "web"
 API_HANDLERS = [get_health, AuthController, UsersController, get_me, TokensController, SyncController,
-                SourcesController, TablesController]
+                SourcesController, TablesController, *SERVING_HANDLERS]
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -67,17 +72,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.instance = instance
         serving = CatalogService(instance)
         instance.serving = serving
+        instance.query = create_executor(instance)  # the ONE query executor of this process
         serving.start()  # first load in the background: the server answers while it builds
         try:
             jobs = await start_job_runtime(instance)
         except BaseException:
+            instance.query.close()
             await serving.stop()
             await instance.close()
             raise
+        inbox = asyncio.create_task(inbox_loop(instance), name="agnes-inbox")
         try:
             yield
         finally:
+            inbox.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await inbox
             await jobs.stop()  # running in-process jobs end `cancelled`, never left running
+            instance.query.close()
             await serving.stop()
             await instance.close()
 

@@ -18,6 +18,7 @@ import msgspec
 import yaml
 
 from agnes.errors import StartupError
+from agnes.settings_query import QuerySettings, check_query_settings
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -94,12 +95,13 @@ class _FileConfig(msgspec.Struct, frozen=True, kw_only=True):
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
     sync: SyncSettings = msgspec.field(default_factory=SyncSettings)
     connectors: ConnectorsSettings = msgspec.field(default_factory=ConnectorsSettings)
+    query: QuerySettings = msgspec.field(default_factory=QuerySettings)
     sources: tuple[dict[str, Any], ...] = ()  # raw here; the sources service validates them
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "instance": InstanceSettings, "server": ServerSettings, "auth": AuthSettings, "health": HealthSettings,
-    "sync": SyncSettings, "connectors": ConnectorsSettings,
+    "sync": SyncSettings, "connectors": ConnectorsSettings, "query": QuerySettings,
 }
 # Every scalar key the file may set ("server.port" ...); besides these it has the `sources:` list.
 FILE_KEYS: tuple[str, ...] = tuple(f"{s}.{f}" for s, cls in _SECTIONS.items() for f in cls.__struct_fields__)
@@ -124,6 +126,14 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AGNES_SYNC_CONCURRENCY": ("sync.concurrency", "Sync jobs run at once per server/worker (1..16)."),
     "AGNES_MAX_UPLOAD_MB": ("server.max_upload_mb", "Largest CSV upload (POST /api/admin/uploads), in MB."),
     "AGNES_CUSTOM_CONNECTORS_DIR": ("connectors.custom_dir", "Folder of mounted custom connectors."),
+    "AGNES_QUERY_TIMEOUT": ("query.timeout_seconds", "Longest JSON query, s (1..3600); then 408."),
+    "AGNES_QUERY_STREAM_TIMEOUT": ("query.stream_timeout_seconds", "Longest Arrow/CSV query, s (1..86400)."),
+    "AGNES_QUERY_MAX_ROWS": ("query.max_rows", "Most rows in one JSON query answer."),
+    "AGNES_QUERY_STREAM_MAX_ROWS": ("query.stream_max_rows", "Most rows in one Arrow/CSV query answer."),
+    "AGNES_QUERY_CONCURRENCY": ("query.concurrency", "Queries run at once (1..64); a burst waits, then 503."),
+    "AGNES_QUERY_MEMORY_LIMIT": ("query.memory_limit", "DuckDB memory limit of the serving catalog (2GB)."),
+    "AGNES_QUERY_THREADS": ("query.threads", "DuckDB threads of the serving catalog (1..256)."),
+    "AGNES_QUERY_MEMORY_CAP": ("query.memory_cap", "Server process memory cap: auto, off or a size (6GB)."),
     "REDIS_URL": ("jobs.redis_url", "Redis for arq workers; unset = jobs run in the server."),
     "JWT_SECRET_KEY": ("secrets.jwt_secret_key", "Signs access tokens; unset = generated into state/."),
     "SESSION_SECRET": ("secrets.session_secret", "Signs web sessions; unset = generated into state/."),
@@ -339,6 +349,7 @@ def _check(cfg: _FileConfig, where: Callable[[str], str]) -> None:
     if cfg.health.disk_fail_free_mb > cfg.health.disk_warn_free_mb:
         raise StartupError("config_invalid", f"{where('health.disk_fail_free_mb')}: must not be larger than "
                            f"health.disk_warn_free_mb ({cfg.health.disk_warn_free_mb})")
+    check_query_settings(cfg.query, where)
     for i, source in enumerate(cfg.sources):
         if not isinstance(source.get("data_source"), str) or not source["data_source"]:
             raise StartupError("config_invalid", f"{where(f'sources[{i}]')}: every source needs "

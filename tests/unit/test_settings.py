@@ -239,3 +239,18 @@ def test_sync_settings_from_file_and_env(tmp_path: Path) -> None:
     assert s.sync.timeout_seconds == 900
     with pytest.raises(StartupError, match="AGNES_SYNC_TIMEOUT='5'"):
         Settings.load({"DATA_DIR": str(tmp_path), "AGNES_SYNC_TIMEOUT": "5"})
+
+
+def test_query_settings_from_file_and_env(tmp_path: Path) -> None:
+    s = Settings.load({"DATA_DIR": str(tmp_path)})
+    assert (s.query.timeout_seconds, s.query.max_rows, s.query.memory_cap) == (30, 100_000, "auto")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "instance.yaml").write_text("query:\n  timeout_seconds: 5\n  memory_limit: 1GB\n")
+    s = Settings.load({"DATA_DIR": str(tmp_path), "AGNES_QUERY_CONCURRENCY": "2", "AGNES_QUERY_MEMORY_CAP": "off"})
+    assert (s.query.timeout_seconds, s.query.memory_limit, s.query.concurrency, s.query.memory_cap) == (
+        5, "1GB", 2, "off")
+    with pytest.raises(StartupError, match=r"AGNES_QUERY_MEMORY_LIMIT='lots'.*not a size"):
+        Settings.load({"DATA_DIR": str(tmp_path), "AGNES_QUERY_MEMORY_LIMIT": "lots"})
+    (tmp_path / "config" / "instance.yaml").write_text("query:\n  memory_cap: huge\n")
+    with pytest.raises(StartupError, match=r"instance.yaml line 2: query.memory_cap: 'huge' is not a size"):
+        Settings.load({"DATA_DIR": str(tmp_path)})

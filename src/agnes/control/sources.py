@@ -81,11 +81,6 @@ async def delete(conn: aiosqlite.Connection, name: str) -> int:
     return await change(conn, "DELETE FROM sources WHERE name = ?", (name,))
 
 
-async def bump_publication_counter(conn: aiosqlite.Connection) -> None:
-    """Make serving processes re-read what is published (after a source's runs were removed)."""
-    await change(conn, "UPDATE publication_counter SET value = value + 1 WHERE id = 1")
-
-
 # --- secrets (ciphertext only) -----------------------------------------------------
 
 async def secrets_of(conn: aiosqlite.Connection, name: str) -> list[dict[str, Any]]:

@@ -30,10 +30,11 @@ from contract_tests.validator import validate_extract
 
 from agnes.control import health_errors, publications
 from agnes.control import jobs as jobs_repo
+from agnes.engine.inbox import READY, InboxError, reject, take_run
 from agnes.engine.publish import current_run, discard_staging, new_staging_dir, publish
 from agnes.errors import AgnesError
 from agnes.extract.names import TABLE_NAME_RE
-from agnes.extract.runner import run_connector
+from agnes.extract.runner import RunResult, run_connector
 from agnes.jobs.carry_over import CarryOverError, carry_over
 from agnes.jobs.runlog import JobRun
 from agnes.services.instance import Instance
@@ -144,7 +145,8 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
             run.say(f"{source}: the source was deleted; skipped")
             return SourceOutcome(source, "skipped", "the source was deleted before it was synced")
         return await _fail(instance, run, source, "sync_failed", f"{exc.message} ({exc.hint})")
-    if spec.connector is None:
+    inbox = instance.settings.inbox_dir / source
+    if spec.connector is None and not (inbox / READY).is_file():
         run.say(f"{source}: a {spec.type} source has no connector to run (its runs arrive in "
                 f"inbox/{source}/); skipped")
         return SourceOutcome(source, "skipped", f"a {spec.type} source is published from inbox/{source}/, not synced")
@@ -158,18 +160,22 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
             async with instance.control.transaction() as conn:
                 for table in tables or []:
                     await jobs_repo.set_table(conn, run.job_id, source, table, "pending")
-            run.say(f"{source}: running connector {spec.connector.name!r}"
-                    + (f" for {len(spec.tables)} table(s)" if spec.tables else ""))
+            if spec.connector is None:  # Tier B: the producer already wrote the run into the inbox
+                result = await asyncio.to_thread(_take_inbox_run, inbox, staging)
+                run.say(f"{source}: took the run from inbox/{source}/" if result.ok else f"{source}: {result.error}")
+            else:
+                run.say(f"{source}: running connector {spec.connector.name!r}"
+                        + (f" for {len(spec.tables)} table(s)" if spec.tables else ""))
 
-            async def on_event(event: dict[str, Any]) -> None:
-                await _on_event(instance, run, source, event)
+                async def on_event(event: dict[str, Any]) -> None:
+                    await _on_event(instance, run, source, event)
 
-            result = await run_connector(
-                spec.connector, staging, config=spec.config, secrets=spec.secrets_env,
-                timeout=instance.settings.sync.timeout_seconds, on_event=on_event, cancel=run.cancel,
-                tables=spec.tables, source_name=source,
-                state_dir=spec.state_dir,
-            )
+                result = await run_connector(
+                    spec.connector, staging, config=spec.config, secrets=spec.secrets_env,
+                    timeout=instance.settings.sync.timeout_seconds, on_event=on_event, cancel=run.cancel,
+                    tables=spec.tables, source_name=source,
+                    state_dir=spec.state_dir,
+                )
             for line in [*result.log_tail[-20:], *result.stderr_tail[-STDERR_LINES:]]:
                 run.say(line, prefix=source)
             if result.status == "cancelled":
@@ -186,6 +192,8 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
                 return await _fail(instance, run, source, "sync_failed", message)
             report = await asyncio.to_thread(validate_extract, staging, source_name=source)
             if not report.ok:
+                if spec.connector is None:
+                    await asyncio.to_thread(reject, inbox, report.to_text())
                 return await _invalid(instance, run, source, report)
             if run.lost:
                 return SourceOutcome(source, "cancelled", "the job was taken over by recovery; not published")
@@ -248,6 +256,14 @@ async def _publish(instance: Instance, run: JobRun, source: str, staging: Path, 
         log.exception("job %s: registering the tables of %s failed", run.job_id, source)
         run.say(f"{source}: warning: registering the published tables failed: {exc}")
     return bad
+
+
+def _take_inbox_run(inbox: Path, staging: Path) -> RunResult:
+    try:
+        take_run(inbox, staging)
+    except (InboxError, OSError) as exc:
+        return RunResult("failed", error=f"could not take the run from inbox/{inbox.name}/: {exc}")
+    return RunResult("succeeded")
 
 
 async def _job_tables(conn: Any, job_id: int, source: str) -> list[str]:

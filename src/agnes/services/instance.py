@@ -18,6 +18,7 @@ from agnes.control import kv
 from agnes.control import users as users_repo
 from agnes.control.db import ControlPlane
 from agnes.control.migrate import MigrationError, MigrationReport, migrate
+from agnes.engine.query import QueryExecutor
 from agnes.errors import StartupError
 from agnes.jobs.queue import JobQueue
 from agnes.security.encryption import Encryptor
@@ -43,6 +44,7 @@ class Instance:
     warnings: list[str] = field(default_factory=list)
     jobs: JobQueue | None = None  # set by agnes.jobs.runtime (server) or the arq worker
     serving: CatalogService | None = None  # the serving catalog; only the server process has one
+    query: QueryExecutor | None = None  # runs guarded user SQL on `serving`; only the server process has one
 
     async def close(self) -> None:
         await self.control.close()

@@ -41,7 +41,8 @@ class CatalogService:
     def __init__(self, instance: Instance, *, interval: float = 0.5) -> None:
         settings = instance.settings
         analytics = settings.analytics_dir
-        policy = ConnectionPolicy(temp_directory=analytics / "tmp", extension_directory=analytics / "extensions")
+        policy = ConnectionPolicy(threads=settings.query.threads, memory_limit=settings.query.memory_limit,
+                                  temp_directory=analytics / "tmp", extension_directory=analytics / "extensions")
         self.instance = instance
         self.interval = interval
         self.catalog = ServingCatalog(settings.extracts_dir, policy, environ=os.environ)

@@ -33,7 +33,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from agnes.control import audit, grants
+from agnes.control import audit, grants, publications
 from agnes.control import sources as sources_repo
 from agnes.control import tables as tables_repo
 from agnes.errors import AgnesError
@@ -294,7 +294,7 @@ async def delete_source(instance: Instance, actor: User, name: str, *, confirm: 
     await asyncio.to_thread(_remove_files, instance, name)
     async with instance.control.transaction() as conn:
         # Only now: a serving process that sees the counter move must find the runs gone.
-        await sources_repo.bump_publication_counter(conn)
+        await publications.bump(conn)  # serving processes drop the removed source
 
 
 def _remove_files(instance: Instance, name: str) -> None:
