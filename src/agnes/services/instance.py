@@ -71,7 +71,7 @@ def ensure_data_dirs(settings: Settings) -> None:
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.state_dir, 0o700)
-        probe = settings.state_dir / ".write-probe"
+        probe = settings.state_dir / f".write-probe-{os.getpid()}"  # per process: starters may race
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exc:
