@@ -3,22 +3,13 @@ registers and serves it, or refuses it with REJECTED + a health error."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import duckdb
-
-from agnes.services.inbox import scan_inbox
 from contract_tests.fixtures import build_valid_extract
 
-
-async def _wait_job(client, headers, job_id: int) -> dict:
-    for _ in range(300):
-        job = (await client.get(f"/api/sync/jobs/{job_id}", headers=headers)).json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
+from agnes.services.inbox import scan_inbox
+from tests.api.test_sync import wait_final
 
 
 def _drop(inbox: Path, name: str, *, rows_off_by: int = 0) -> Path:
@@ -40,7 +31,7 @@ async def test_inbox_run_is_published_registered_and_served(client, app, admin_t
     assert await scan_inbox(instance) == []  # no READY yet: the producer is still writing
     (inbox / "partner" / "READY").touch()
     [job_id] = await scan_inbox(instance)
-    job = await _wait_job(client, h, job_id)
+    job = await wait_final(client, h, job_id)
     assert job["status"] == "succeeded", job
     tables = {t["id"]: t for t in job["tables"]}
     assert {"partner.orders", "partner.customers", "partner.events"} <= set(tables), job["tables"]
@@ -57,7 +48,7 @@ async def test_inbox_run_is_published_registered_and_served(client, app, admin_t
     # A second run replaces the first atomically.
     _drop(inbox, "partner")
     [second] = await scan_inbox(instance)
-    assert (await _wait_job(client, h, second))["status"] == "succeeded"
+    assert (await wait_final(client, h, second))["status"] == "succeeded"
 
 
 async def test_invalid_inbox_run_is_rejected_and_old_data_keeps_serving(client, app, admin_token, auth):
@@ -66,10 +57,10 @@ async def test_invalid_inbox_run_is_rejected_and_old_data_keeps_serving(client, 
     inbox = instance.settings.inbox_dir
     _drop(inbox, "partner")
     [good] = await scan_inbox(instance)
-    assert (await _wait_job(client, h, good))["status"] == "succeeded"
+    assert (await wait_final(client, h, good))["status"] == "succeeded"
     _drop(inbox, "partner", rows_off_by=5)
     [bad] = await scan_inbox(instance)
-    job = await _wait_job(client, h, bad)
+    job = await wait_final(client, h, bad)
     assert job["status"] == "failed" and "rows_mismatch" in (job["error"] or "")
     rejected = (inbox / "partner" / "REJECTED").read_text()
     assert "rows_mismatch" in rejected and "orders" in rejected
