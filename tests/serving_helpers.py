@@ -8,8 +8,11 @@ then forces the serving catalog to attach what was published.
 from __future__ import annotations
 
 import asyncio
+import functools
+from pathlib import Path
 from typing import Any
 
+import httpx
 from litestar.testing import AsyncTestClient
 
 SECRET = "TOPSECRET"
@@ -29,17 +32,18 @@ async def wait_job(client: AsyncTestClient[Any], headers: dict[str, str], job_id
     raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
-async def wait_served(client: AsyncTestClient[Any], table_ids: set[str], timeout: float = 30) -> None:
+async def wait_served(client: AsyncTestClient[Any], table_ids: set[str], seconds: float = 30) -> None:
     serving = client.app.state.instance.serving
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     while True:
-        await serving.refresh(force=True)
+        # The app (and its serving loop) runs on the test client's portal thread: refresh there.
+        await asyncio.to_thread(client.blocking_portal.call, functools.partial(serving.refresh, force=True))
         served = {t.id for t in serving.catalog.tables()}
         if table_ids <= served:
             return
         if loop.time() > deadline:
-            raise AssertionError(f"not served after {timeout}s: {sorted(table_ids - served)}; errors "
+            raise AssertionError(f"not served after {seconds}s: {sorted(table_ids - served)}; errors "
                                  f"{serving.catalog.errors}")
         await asyncio.sleep(0.05)
 
@@ -66,3 +70,30 @@ async def load_sources(client: AsyncTestClient[Any], admin_token: str, *, sample
     assert job["status"] == "succeeded", job
     await wait_served(client, expected)
     return expected
+
+
+def threaded_client(client: AsyncTestClient[Any]) -> httpx.Client:
+    """A blocking client on the same app, for real concurrency: AsyncTestClient runs one request at a
+    time (its transport blocks), but its transport is thread-safe, so calls from threads overlap."""
+    return httpx.Client(transport=client._transport, base_url=str(client.base_url))  # type: ignore[arg-type]
+
+
+async def publish_remote_source(client: AsyncTestClient[Any], source: str, tmp: Path) -> str:
+    """A Tier-B-like source with one remote (pass-through) table over a sqlite file; returns its id."""
+    from agnes.control import publications
+    from tests.unit.test_engine_remote import publish_remote, sqlite_file
+
+    instance = client.app.state.instance
+    db = sqlite_file(tmp / f"{source}.sqlite", [1, 2, 3])
+    run = publish_remote(instance.settings.extracts_dir, source, instance.settings.analytics_dir / "extensions",
+                         ("lite", "sqlite", str(db), None), {"items": "SELECT v FROM lite.items"})
+
+    async def record() -> None:
+        async with instance.control.transaction() as conn:
+            await conn.execute("INSERT INTO sources (name, type, visible_to_all, created_at, updated_at) "
+                               "VALUES (?, 'external', 1, '', '')", (source,))
+            await publications.record(conn, source=source, run_id=run.name, previous_run_id=None, extracted_at=None)
+
+    await asyncio.to_thread(client.blocking_portal.call, record)
+    await wait_served(client, {f"{source}.items"})
+    return f"{source}.items"

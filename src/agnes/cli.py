@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from agnes.client.commands import register as register_client_commands
 from agnes.errors import AgnesError, StartupError
 from agnes.settings import Settings
 
@@ -26,6 +27,7 @@ contract_app = typer.Typer(help="The extract contract every connector must meet.
 app.add_typer(users_app, name="users")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(contract_app, name="contract")
+register_client_commands(app)  # login, catalog, pull, query (analyst side, HTTP only)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -86,6 +88,9 @@ def serve(
         await instance.close()
 
     _run(preflight)
+    from agnes.services.query import apply_serve_memory_cap
+
+    apply_serve_memory_cap(settings)  # query.memory_cap: DuckDB misses some allocations; the kernel does not
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,

@@ -91,3 +91,14 @@ def test_known_hole_sqlite_extension_ignores_the_lock(tmp_path: Path, policy: Co
 def test_quoting() -> None:
     assert quote_ident('we"ird') == '"we""ird"'
     assert sql_literal("it's") == "'it''s'"
+
+
+def test_python_variables_are_never_tables(policy: ConnectionPolicy) -> None:
+    """DuckDB's Python client resolves an unknown table name from the caller's local variables
+    (replacement scans); a serving connection must not."""
+    con = open_connection(policy)
+    secret_rows = pa.table({"s": ["top"]})  # noqa: F841 -- the variable the query must not see
+    with pytest.raises(duckdb.CatalogException, match="secret_rows"):
+        con.sql("SELECT * FROM secret_rows").fetchall()
+    with pytest.raises(duckdb.CatalogException):
+        con.cursor().sql("SELECT * FROM secret_rows").fetchall()

@@ -45,6 +45,10 @@ class ParquetOperation(Operation):
     def __post_init__(self) -> None:
         ok = self.responses.get("200") if self.responses else None
         if isinstance(ok, OpenAPIResponse):
+            etag = OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING),
+                                 description="The manifest's `hash` of this table, quoted (W/ when re-encoded).")
             ok.content = {PARQUET: _binary("One Parquet file with all of the table's rows.")}
-            ok.headers = {**(ok.headers or {}), "ETag": OpenAPIHeader(
-                schema=Schema(type=OpenAPIType.STRING), description="The manifest's `hash` of this table, quoted.")}
+            ok.headers = {**(ok.headers or {}), "ETag": etag}
+            self.responses["304"] = OpenAPIResponse(
+                description="Not modified: the `If-None-Match` hash is the current one; keep your copy.",
+                headers={"ETag": etag})

@@ -27,7 +27,9 @@ QUERY_ERRORS = ("not_authenticated", "forbidden", "validation_failed", "query_sy
 
 
 class QueryRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    sql: Annotated[str, Meta(min_length=1, max_length=MAX_QUERY_CHARS, description="One SELECT statement.",
+    sql: Annotated[str, Meta(min_length=1, max_length=10 * MAX_QUERY_CHARS,
+                             description=f"One SELECT statement, at most {MAX_QUERY_CHARS:,} characters (longer: "
+                                         "413 query_too_long).",
                              examples=["SELECT status, count(*) FROM sample.orders GROUP BY status"])]
     limit: Annotated[int, Meta(ge=0, le=10**10, description="Return at most this many rows (the server caps "
                                "it: query.max_rows for JSON, query.stream_max_rows for Arrow/CSV).")] | None = None

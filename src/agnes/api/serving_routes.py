@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from agnes.api.catalog import CatalogController
+from agnes.api.data import DataController
 from agnes.api.grants import GrantsController
 from agnes.api.query import run_query
 
-SERVING_HANDLERS = [GrantsController, CatalogController, run_query]
+SERVING_HANDLERS = [GrantsController, CatalogController, run_query, DataController]

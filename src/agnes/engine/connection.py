@@ -52,6 +52,7 @@ def open_connection(policy: ConnectionPolicy) -> duckdb.DuckDBPyConnection:
         "autoload_known_extensions": "false",
         "allow_community_extensions": "false",
         "allow_persistent_secrets": "false",
+        "python_enable_replacements": "false",  # else unknown table names resolve to the caller's variables
         "threads": str(policy.threads),
         "memory_limit": policy.memory_limit,
         "max_temp_directory_size": policy.max_temp_directory_size,

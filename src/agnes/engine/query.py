@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from agnes.engine.catalog import ServingCatalog
+from agnes.engine.deadline import Deadline
 from agnes.engine.sql_guard import (
     NOT_FOUND_HINT,
     GuardedQuery,
@@ -178,7 +179,7 @@ class QueryExecutor:
 
     def _run_sync(self, job: _Job, sql: str, limit: int) -> QueryResult:
         started = time.perf_counter()
-        timer = threading.Timer(self.timeout_s, lambda: job.stop(timeout=True))
+        timer = Deadline(self.timeout_s, lambda: job.stop(timeout=True))
         timer.daemon = True
         with self.catalog.cursor() as cursor:
             try:
@@ -269,7 +270,7 @@ class ArrowStream:
         self.truncated = False  # known once the stream is exhausted
 
     def _start(self) -> None:
-        timer = threading.Timer(self._executor.stream_timeout_s, lambda: self._job.stop(timeout=True))
+        timer = Deadline(self._executor.stream_timeout_s, lambda: self._job.stop(timeout=True))
         timer.daemon = True
         self._stack.callback(timer.cancel)
         cursor = self._stack.enter_context(self._executor.catalog.cursor())

@@ -9,6 +9,7 @@ until the next sync of that source.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ from agnes.services.permissions import Access, access_for
 from agnes.services.query import ENGINE_ERRORS, executor_of
 
 NOT_FOUND_HINT = "List the tables you can read with GET /api/catalog/tables."
+TABLE_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}\.[a-z_][a-z0-9_]{0,127}$")
 _CACHE: OrderedDict[tuple[str, str], tuple[dict[str, Any] | None, str | None, Any]] = OrderedDict()
 _CACHE_SIZE = 256
 
@@ -91,6 +93,12 @@ class TableDetail(msgspec.Struct, frozen=True, kw_only=True):
     stats_note: str | None = None  # why statistics or samples are missing
 
 
+def table_not_found(table_id: str, hint: str = NOT_FOUND_HINT) -> AgnesError:
+    """One answer for "missing" and "not yours"; an id that is not `<source>.<table>` is not echoed."""
+    shown = f"Table {table_id!r}" if TABLE_ID_RE.match(table_id) else "No table with this id (ids are <source>.<table>)"
+    return AgnesError("table_not_found", f"{shown} does not exist or you have no access to it.", hint=hint)
+
+
 def iso_utc(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -127,8 +135,7 @@ async def get_table(instance: Instance, user: User, table_id: str) -> TableDetai
     access, tables, descriptions = await _readable(instance, user)
     found = next((t for t in tables if t.id == table_id), None)
     if found is None:
-        raise AgnesError("table_not_found", f"Table {table_id!r} does not exist or you have no access to it.",
-                         hint=NOT_FOUND_HINT)
+        raise table_not_found(table_id)
     assert instance.serving is not None
     run = str(instance.serving.catalog.sources.get(found.source, ""))
     stats, note, sample = _CACHE.get((table_id, run), (None, None, None))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ from agnes.settings import Settings
 log = logging.getLogger("agnes.query")
 ENGINE_ERRORS = (engine.QueryRefused, engine.QueryFailed, engine.QueryTimeout, engine.QueryBusy)
 FORMATS = {"application/json": "json", ARROW_STREAM: "arrow", "text/csv": "csv"}
+_ACCEPTED: OrderedDict[str, tuple[object, GuardedQuery]] = OrderedDict()  # sql -> (resolver, checked query)
 
 
 def create_executor(instance: Instance) -> QueryExecutor:
@@ -71,14 +73,28 @@ def executor_of(instance: Instance) -> QueryExecutor:
 
 
 async def guard(instance: Instance, user: User, sql: str) -> GuardedQuery:
-    """Check `sql` against what `user` may read (the one read rule); refusals become AgnesErrors."""
+    """Check `sql` against what `user` may read (the one read rule); refusals become AgnesErrors.
+
+    An accepted query is remembered per (catalog names, SQL text): its checked form does not depend
+    on who asks, only on which tables it reads, so a repeat needs just the read rule on those
+    tables. Anything else (a table this user may not read, a new publication) runs the full guard.
+    """
     executor = executor_of(instance)
     access = await access_for(instance, user)
+    resolver = executor.resolver()
+    hit = _ACCEPTED.get(sql)
+    if hit is not None and hit[0] is resolver and all(access.can_read(t) for t in hit[1].tables):
+        return hit[1]
     try:
-        return await executor.guard(sql, readable=access.can_read)
+        guarded = await executor.guard(sql, readable=access.can_read)
     except ENGINE_ERRORS as exc:
         log.info("query refused user=%s code=%s", user.id, getattr(exc, "code", "?"))
         raise to_agnes_error(exc) from None
+    if len(sql) <= 20_000:
+        _ACCEPTED[sql] = (resolver, guarded)
+        while len(_ACCEPTED) > 1024:
+            _ACCEPTED.popitem(last=False)
+    return guarded
 
 
 def _audit(user: User, guarded: GuardedQuery, rows: int, elapsed_ms: float, fmt: str, outcome: str) -> None:
@@ -105,6 +121,8 @@ async def run_json(instance: Instance, user: User, sql: str, limit: int | None) 
             "elapsed_ms": round(result.elapsed_ms, 3),
         })
 
+    if result.table.num_rows * max(1, result.table.num_columns) <= 2_000:
+        return encode()  # microseconds: a thread hop would cost more than the work
     return await asyncio.to_thread(encode)
 
 
