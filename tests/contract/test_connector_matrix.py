@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
+from contract_tests import validate_extract
 
 from agnes.extract.runner import find_connector, list_connectors, run_connector
-from contract_tests import validate_extract
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTIN = ROOT / "connectors"

@@ -11,6 +11,7 @@ import httpx
 
 from agnes.version import __version__
 
+
 class ClientError(Exception):
     def __init__(self, code: str, message: str, hint: str = "", status: int | None = None) -> None:
         super().__init__(message)

@@ -20,7 +20,7 @@ class ClientConfig(msgspec.Struct, kw_only=True):
     url: str
     token: str
     email: str | None = None
-    token_kind: str = "api"  # api (long-lived) | session (expires; viewers cannot create API tokens)
+    token_kind: str = "api"  # noqa: S105 — api (long-lived) | session (expires; viewers cannot create API tokens)
     data_dir: str = DEFAULT_DATA_DIR
 
     @property
