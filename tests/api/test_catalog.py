@@ -74,3 +74,9 @@ async def test_catalog_loading_is_a_clear_503(client, admin_token, auth):
         assert "/api/health" in body["hint"]
     finally:
         serving.state.loaded = True
+
+
+async def test_repeated_query_parameters_are_refused(client, admin_token, auth):
+    body = err(await client.get("/api/catalog/tables?source=a&source=b", headers=auth(admin_token)), 400,
+               "validation_failed")
+    assert "source" in body["message"] and "once" in body["hint"]

@@ -153,11 +153,11 @@ async def test_bad_declarations_stop_the_start(make_settings, custom_dir, data_d
 
 
 async def test_unknown_types_warn_and_checks_do_not_block(start, data_dir):
-    write_file(data_dir, "sources:\n  - data_source: keboola\n    keboola_token: ${KBC}\n"
+    write_file(data_dir, "sources:\n  - data_source: bigquery\n    bigquery_token: ${BQ}\n"
                          "  - data_source: custom\n    connector: not_mounted_yet\n")
     app = start()
     async with AsyncTestClient(app=app) as client:
         warnings = (await client.get("/api/health")).json()["warnings"]
-        assert any("line 2" in w and "keboola" in w and "not supported" in w for w in warnings), warnings
+        assert any("line 2" in w and "bigquery" in w and "not supported" in w for w in warnings), warnings
         assert any("line 4" in w and "not_mounted_yet" in w for w in warnings), warnings
         assert [r[0] for r in await sources_of(app)] == ["not_mounted_yet"]

@@ -60,7 +60,7 @@ async def test_csv_creates_its_upload_folder(client, admin_token, auth, data_dir
 async def test_bad_bodies_are_explained_and_store_nothing(client, admin_token, auth, app):
     h = auth(admin_token)
     cases = [
-        ({"data_source": "oracle"}, 400, "unsupported_data_source", "csv, custom, sample"),
+        ({"data_source": "oracle"}, 400, "unsupported_data_source", "csv, custom, keboola, sample"),
         ({"data_source": "external"}, 400, "unsupported_data_source", "inbox"),
         ({"name": "x"}, 400, "validation_failed", "data_source"),
         ({"data_source": "csv", "name": "Sales-2024"}, 400, "invalid_source_name", "sales_2024"),

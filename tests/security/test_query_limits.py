@@ -241,3 +241,41 @@ async def test_abandoned_and_cancelled_streams_free_their_slot(catalog: ServingC
             await starting
     finally:
         executor.close()
+
+
+async def test_cancellation_at_any_moment_frees_the_slot(catalog: ServingCatalog) -> None:
+    """Cancel at many different moments (before, while and after DuckDB starts): an interrupt that
+    lands before execution begins must not leave the query holding its only slot until the timeout."""
+    executor = QueryExecutor(catalog, max_concurrency=1, timeout_s=120.0, stream_timeout_s=120.0,
+                             queue_timeout_s=10.0)
+    slow = await executor.guard(SLOW, readable=alpha_only)
+    try:
+        for i in range(12):
+            if i % 2:
+                task = asyncio.create_task(executor.run(slow))
+            else:
+                task = asyncio.create_task(executor.stream_arrow(slow))
+            await asyncio.sleep(0.002 * i)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            one = await run(executor, "SELECT 1 AS one")  # QueryBusy after 10 s if the slot leaked
+            assert one.table.num_rows == 1
+    finally:
+        executor.close()
+
+
+async def test_stream_that_outlives_its_time_limit_between_reads_stops(catalog: ServingCatalog) -> None:
+    executor = QueryExecutor(catalog, max_concurrency=1, stream_timeout_s=1.0, queue_timeout_s=10.0)
+    try:
+        endless = await executor.guard("SELECT * FROM range(1000000000)", readable=alpha_only)
+        stream = await executor.stream_arrow(endless, batch_rows=10)
+        batches = aiter(stream)
+        assert (await anext(batches)).num_rows == 10
+        await asyncio.sleep(1.5)  # a slow client: the limit passes while no read is running
+        with pytest.raises(QueryTimeout):
+            async for _ in batches:
+                pass
+        assert (await run(executor, "SELECT 1 AS one")).table.num_rows == 1
+    finally:
+        executor.close()

@@ -145,6 +145,7 @@ class QueryExecutor:
         self.stream_max_rows, self.stream_timeout_s = stream_max_rows, stream_timeout_s
         self.queue_size, self.queue_timeout_s, self.batch_rows = queue_size, queue_timeout_s, batch_rows
         self.max_result_bytes = max_result_bytes
+        self._stoppers: set[asyncio.Future[None]] = set()
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency + 2, thread_name_prefix="agnes-query")
         self._slots: asyncio.Semaphore | None = None
         self._waiting = 0
@@ -225,7 +226,10 @@ class QueryExecutor:
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            job.stop()  # the client went away: stop the work; the slot frees when the thread ends
+            # The client went away: stop the work; the slot frees when the thread ends.
+            stopper = asyncio.ensure_future(_stop_until_done(job, future))
+            self._stoppers.add(stopper)
+            stopper.add_done_callback(self._stoppers.discard)
             raise
 
     async def _acquire(self) -> None:
@@ -235,7 +239,10 @@ class QueryExecutor:
             raise QueryBusy(self._retry_after())
         self._waiting += 1
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.queue_timeout_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+            # arrives as the slot is granted, and the abandoned query then ran to its time limit.
+            async with asyncio.timeout(self.queue_timeout_s):
+                await self._slots.acquire()
         except TimeoutError:
             raise QueryBusy(self._retry_after()) from None
         finally:
@@ -250,6 +257,14 @@ class QueryExecutor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _stop_until_done(job: _Job, work: asyncio.Future[Any]) -> None:
+    """Interrupt until the work ends: an interrupt sent just before DuckDB started executing is
+    lost, and the query would then hold its slot until its time limit."""
+    while not work.done():
+        job.stop()
+        await asyncio.wait([work], timeout=0.05)
 
 
 class ArrowStream:
@@ -286,6 +301,8 @@ class ArrowStream:
             raise _translate(exc, self._job, self._executor.stream_timeout_s) from None
 
     def _next_sync(self) -> pa.RecordBatch | None:
+        if self._job.stopped:  # timed out or closed between two reads: do not start another
+            raise _translate(duckdb.InterruptException("stopped"), self._job, self._executor.stream_timeout_s)
         try:
             batch = self._reader.read_next_batch()
         except StopIteration:
@@ -334,7 +351,7 @@ class ArrowStream:
         try:
             if self._pending is not None:
                 waiter = asyncio.wrap_future(self._pending)
-                await asyncio.wait([waiter])
+                await _stop_until_done(self._job, waiter)
                 _ = waiter.cancelled() or waiter.exception()  # its error was (or will never be) reported
             await asyncio.wrap_future(self._executor._pool.submit(self._finish))
         finally:
