@@ -104,19 +104,23 @@ def _check_option(spec: OptionSpec, value: Any, stype: SourceType) -> Any:
     if wrong:
         raise AgnesError("invalid_option", f"option {spec.name!r} of data_source {stype.name!r} must be "
                          f"{'an' if spec.kind[0] in 'aeiou' else 'a'} {spec.kind}, got {json.dumps(value)[:80]}.",
-                         hint=f"{spec.name}: {spec.description}")
+                         hint=f"Send {spec.name} as {'an' if spec.kind[0] in 'aeiou' else 'a'} {spec.kind} in POST "
+                              f"/api/admin/configure ({spec.description}).")
     if isinstance(value, str) and (len(value) > MAX_TEXT or "\x00" in value):
         raise AgnesError("invalid_option", f"option {spec.name!r} is longer than {MAX_TEXT} characters or has a "
-                         "NUL character.", hint=f"{spec.name}: {spec.description}")
+                         "NUL character.", hint=f"Send a shorter {spec.name} in POST /api/admin/configure "
+                         f"({spec.description}).")
     if isinstance(value, dict):
         if len(msgspec.json.encode(value)) > MAX_OBJECT_BYTES:
             raise AgnesError("invalid_option", f"option {spec.name!r} is larger than {MAX_OBJECT_BYTES // 1024} KiB.",
-                             hint="Keep connector options small; put data in files or tables.")
+                             hint="Keep connector options small (POST /api/admin/configure); put data in files "
+                                  "or tables.")
         secret_keys = sorted(k for k in value if _SECRET_LIKE.search(str(k)))
         if secret_keys and stype.open_secrets:
             raise AgnesError("invalid_option", f"option {spec.name!r} has {', '.join(secret_keys)}, which looks like "
                              "a secret; options are stored and exported in plain text.",
-                             hint='Move it to "secrets": {"ENV_NAME": "value"} (encrypted, given to the connector as '
+                             hint='Move it to "secrets": {"ENV_NAME": "value"} in POST /api/admin/configure '
+                                  '(encrypted, given to the connector as '
                                   "an environment variable); keep only non-secret settings in options.")
     return value
 
@@ -126,14 +130,15 @@ def _check_secret_value(key: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_SECRET or "\x00" in value:
         raise AgnesError("invalid_option", f"secret {key!r} must be a non-empty string of at most {MAX_SECRET} "
-                         "characters without NUL.", hint=f"Send {key} as a JSON string.")
+                         "characters without NUL.", hint=f"Send {key} as a JSON string in POST /api/admin/configure.")
     return value
 
 
 def _check_open_secrets(value: Any) -> dict[str, str | None]:
     if not isinstance(value, dict):
         raise AgnesError("invalid_option", "secrets must be an object of ENV_NAME -> value.",
-                         hint='e.g. "secrets": {"MY_API_KEY": "..."}; the connector reads os.environ["MY_API_KEY"].')
+                         hint='Send e.g. "secrets": {"MY_API_KEY": "..."} in POST /api/admin/configure; the connector '
+                              'reads os.environ["MY_API_KEY"].')
     checked: dict[str, str | None] = {}
     for key, secret in value.items():
         try:
@@ -141,7 +146,8 @@ def _check_open_secrets(value: Any) -> dict[str, str | None]:
                           source_name="x", state_dir=Path("/nonexistent"))
         except ValueError as e:
             raise AgnesError("invalid_option", f"secret name {key!r} is not allowed: {e}.",
-                             hint="Use an upper-case environment variable name such as MY_API_KEY (not AGNES_*, "
+                             hint="In POST /api/admin/configure use an upper-case environment variable name such as "
+                                  "MY_API_KEY (not AGNES_*, "
                                   "PYTHON*, LD_*, PATH, HOME, LANG or TZ).") from None
         checked[key] = _check_secret_value(key, secret)
     return checked
@@ -170,14 +176,15 @@ def parse_body(body: Any) -> ConfigureRequest:
             secrets.update(_check_open_secrets(value))
         else:
             raise AgnesError("unknown_option", f"Unknown field {key!r} for data_source {stype.name!r}.",
-                             hint=f"Remove {key!r}; {accepted_fields(stype)}.")
+                             hint=f"Remove {key!r} from the POST /api/admin/configure body; {accepted_fields(stype)}.")
     request = ConfigureRequest(type=stype, name="", options=options, secrets=secrets)
     if "schedule" in body:
         request.schedule = check_schedule(body["schedule"])
     if "visible_to_all" in body:
         if not isinstance(body["visible_to_all"], bool):
             raise AgnesError("invalid_option", "visible_to_all must be true or false.",
-                             hint="true = every user may read this source's tables (unless a table says otherwise).")
+                             hint="Send visible_to_all as true or false (POST /api/admin/configure or PATCH "
+                                  "/api/admin/sources/{name}); true = every user may read this source's tables.")
         request.visible_to_all = body["visible_to_all"]
     name = body.get("name")
     if name is None:
@@ -197,9 +204,14 @@ def merge_options(stype: SourceType, stored: dict[str, Any] | None, given: dict[
             value = stored[spec.name]
         else:
             value = spec.default
+        if value is None and spec.fallback_env:
+            value = env_value(spec.fallback_env)
         if value is None and spec.required:
+            where = f", or set {spec.fallback_env} in the server environment (.env) and restart" \
+                if spec.fallback_env else ""
             raise AgnesError("invalid_option", f"option {spec.name!r} is required for data_source {stype.name!r}.",
-                             hint=f"Add \"{spec.name}\": {spec.description}")
+                             hint=f"Add \"{spec.name}\" ({spec.description}) to the body of POST "
+                                  f"/api/admin/configure{where}.")
         if value is not None:
             merged[spec.name] = value
     return merged
@@ -217,7 +229,8 @@ def merge_secrets(stype: SourceType, stored: Secrets, given: dict[str, str | Non
         if value is None:
             if any(s.name == key and s.required for s in stype.secrets):
                 raise AgnesError("invalid_option", f"secret {key!r} is required for data_source {stype.name!r} "
-                                 "and cannot be removed.", hint=f"Send a new value for {key} instead of null.")
+                                 "and cannot be removed.", hint=f"Send a new value for {key} instead of null in POST "
+                                 "/api/admin/configure.")
             merged.pop(key, None)
         elif key in stored and stored[key][0] == value and key not in refs:
             continue  # same value again: keep where it came from

@@ -1,0 +1,262 @@
+"""QUICKSTART.md is executed, not just read: a new AI agent follows it literally.
+
+Every ```bash run``` block runs with bash, in order, in one shell session (exported variables
+carry over), against a fresh `agnes serve` started with `make run`'s settings (data in ./data
+of the working directory, 127.0.0.1). ```bash run error``` blocks must print error bodies whose
+hint an agent can act on. ```bash server``` and ```bash docker``` blocks are checked statically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pyarrow.compute as pc
+import pytest
+import yaml
+from typer.main import get_command
+
+from agnes.cli import app as cli_app
+from agnes.extract.sample_data import generate
+from tests.helpers import LiveServer
+from tests.unit.test_errors_catalogue import concrete_actions
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "QUICKSTART.md"
+FENCE = re.compile(r"^```(\w*)([^\n]*)\n(.*?)^```[ \t]*$", re.M | re.S)
+KNOWN_TAGS = {("run",), ("run", "error"), ("server",), ("docker",)}
+
+
+@dataclass(frozen=True)
+class Block:
+    lang: str
+    tags: tuple[str, ...]
+    body: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"QUICKSTART.md line {self.line} ({' '.join((self.lang, *self.tags))})"
+
+
+def doc_blocks(text: str) -> list[Block]:
+    return [Block(m.group(1), tuple(m.group(2).split()), m.group(3), text.count("\n", 0, m.start()) + 1)
+            for m in FENCE.finditer(text)]
+
+
+BLOCKS = doc_blocks(QUICKSTART.read_text(encoding="utf-8"))
+BASH = [b for b in BLOCKS if b.lang == "bash"]
+
+
+# --- static checks ------------------------------------------------------------------------
+
+def test_every_bash_block_says_how_it_is_checked():
+    untagged = [str(b) for b in BASH if b.tags not in KNOWN_TAGS]
+    assert not untagged, f"tag each bash block with one of {sorted(KNOWN_TAGS)}: {untagged}"
+    assert sum(b.tags == ("run",) for b in BASH) >= 10 and any(b.tags == ("run", "error") for b in BASH)
+
+
+def test_server_block_is_make_run_and_its_defaults_match_agnes_url():
+    [server] = [b for b in BASH if b.tags == ("server",)]
+    assert server.body.strip() == "make run"
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^run:.*\n\tDATA_DIR=\$\(DATA_DIR\) \$\(BIN\)/agnes serve --host \$\(HOST\) --port \$\(PORT\)",
+                     makefile, re.M), "the run target changed: update QUICKSTART.md and this test"
+    defaults = dict(re.findall(r"^(DATA_DIR|HOST|PORT) \?= (\S+)$", makefile, re.M))
+    assert defaults == {"DATA_DIR": "./data", "HOST": "127.0.0.1", "PORT": "8000"}
+    assert 'AGNES_URL="${AGNES_URL:-http://127.0.0.1:8000}"' in BASH[[b.tags for b in BASH].index(("run",))].body
+
+
+def _agnes_commands(text: str) -> list[list[str]]:
+    return [m.group(1).split() for m in re.finditer(r"\bagnes ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)?)", text)]
+
+
+def test_every_agnes_command_in_the_doc_exists():
+    root = get_command(cli_app)
+    text = QUICKSTART.read_text(encoding="utf-8")
+    for words in _agnes_commands(text):
+        cmd = root.commands.get(words[0])  # type: ignore[attr-defined]
+        if cmd is None:
+            continue  # prose such as "agnes checkout"; commands are followed by a known name or fail below
+        if len(words) > 1 and hasattr(cmd, "commands"):
+            assert words[1] in cmd.commands, f"`agnes {' '.join(words)}` is not a CLI command"
+    used = {w[0] for w in _agnes_commands("\n".join(b.body for b in BASH))}
+    assert used and used <= set(root.commands), f"unknown commands in blocks: {used - set(root.commands)}"  # type: ignore[attr-defined]
+
+
+def test_docker_blocks_reference_real_services_and_variables():
+    text = QUICKSTART.read_text(encoding="utf-8")
+    docker = [b for b in BASH if b.tags == ("docker",)]
+    assert docker, "the Docker path must be shown"
+    defined = {"AGNES_URL", "PATH", "HOME"} | set(EXTRA_ENV)
+    for block in BASH:  # a variable a block uses must be exported by an earlier block (or itself)
+        defined |= set(re.findall(r"(?:export )?\b([A-Z][A-Z0-9_]*)=", block.body))
+        used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", block.body))
+        assert used <= defined, f"{block} uses {sorted(used - defined)} before any block sets it"
+    services = set(re.findall(r"docker compose (?:exec|logs|restart)(?: -T)? ([a-z][a-z0-9_-]*)", text))
+    assert services, "expected `docker compose exec/logs SERVICE` in the Docker path"
+    compose_files = [p for p in (ROOT / "docker-compose.yml", ROOT / "compose.yml", *sorted(
+        (ROOT / "deploy" / "compose").glob("*.y*ml"))) if p.is_file()]
+    if not compose_files:
+        pytest.skip("no compose file in the tree yet (issue #7); the service names are checked once it exists")
+    declared = {name for p in compose_files for name in (yaml.safe_load(p.read_text()) or {}).get("services", {})}
+    assert services <= declared, f"QUICKSTART.md names compose services {sorted(services - declared)} " \
+                                 f"that {[str(p.relative_to(ROOT)) for p in compose_files]} do not declare"
+
+
+# --- the walk-through ----------------------------------------------------------------------
+
+# Variables the walk-through provides besides AGNES_URL (e.g. the Keboola test server's URL and token
+# once QUICKSTART.md has a Keboola variant); the blocks may use them like any exported variable.
+EXTRA_ENV: dict[str, str] = {}
+
+
+def _bash_env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGNES_", "JWT_", "SESSION_", "DATA_DIR"))}
+    env.update(EXTRA_ENV, AGNES_URL=url)
+    return env
+
+
+class Shell:
+    """One shell session across blocks: exported variables are saved after each block and restored."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.cwd, self.env = cwd, env
+        self.state = cwd / ".quickstart-env"
+        self.state.write_text("")
+
+    def run(self, block: Block, timeout: float = 180) -> str:
+        script = f'source "{self.state}"\nset -euo pipefail\n{block.body}\nexport -p > "{self.state}"\n'
+        done = subprocess.run(["bash", "-c", script], cwd=self.cwd, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+        assert done.returncode == 0, f"{block} failed ({done.returncode}):\n{block.body}\n" \
+                                     f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+        return done.stdout
+
+
+def _expected_status_counts() -> list[list[object]]:
+    orders = generate()["orders"]
+    counts = pc.value_counts(orders["status"]).to_pylist()
+    return sorted([c["values"], c["counts"]] for c in counts)
+
+
+SQL_FIX = re.compile(r"\b(SELECT|WHERE|LIMIT|FROM|JOIN|PIVOT|CAST|GROUP BY)\b|';'")
+
+
+def actionable(code: str, hint: str) -> bool:
+    """An endpoint, env var, command or header to use; for SQL errors, the SQL to write instead."""
+    sql_error = code.startswith("query_") or code in ("multiple_statements", "function_not_allowed")
+    return bool(concrete_actions(hint) or (sql_error and SQL_FIX.search(hint)))
+
+
+def _assert_actionable(body: dict, code: str) -> dict:
+    err = body.get("error") or {}
+    assert err.get("code") == code, body
+    assert err.get("message") and actionable(code, err.get("hint", "")), f"no actionable hint: {body}"
+    return err
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """The checkout as `make run` sees it: ./data and ./.venv (bin/agnes) beside the commands."""
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_a_new_agent_follows_quickstart_to_a_correct_query(workdir: Path, data_dir: Path):
+    assert data_dir == workdir / "data"  # make run's DATA_DIR=./data, seen from the checkout
+    server = LiveServer(data_dir)
+    try:
+        server.wait_ready()
+        shell = Shell(workdir, _bash_env(server.url))
+        outputs: dict[int, str] = {}
+        for block in BASH:
+            if block.tags[0] != "run":
+                continue
+            if "/auth/bootstrap" in block.body:
+                _meet_setup_errors(server.url)
+            outputs[block.line] = shell.run(block)
+            if "error" in block.tags:
+                _check_error_block(block, outputs[block.line])
+        _check_results(outputs)
+        _meet_more_errors(server.url, workdir)
+    finally:
+        server.stop()
+
+
+def _output_of(outputs: dict[int, str], needle: str) -> str:
+    [line] = [b.line for b in BASH if needle in b.body and b.line in outputs]
+    return outputs[line]
+
+
+def _check_results(outputs: dict[int, str]) -> None:
+    answer = json.loads(_output_of(outputs, "GROUP BY status"))
+    assert answer["columns"] == ["status", "orders"]
+    assert answer["rows"] == _expected_status_counts()
+    assert sum(n for _, n in answer["rows"]) == 10_000
+    assert _output_of(outputs, "/download").strip() == "10000 rows"
+    assert json.loads(_output_of(outputs, "FROM sales.regions")) == [["North", 120000], ["South", 95000],
+                                                                     ["East", 87000]]
+    health = json.loads(_output_of(outputs, '{status, setup_required, checks, warnings, errors}'))
+    assert health["setup_required"] is False and health["checks"]["catalog"]["status"] == "ok"
+
+
+def _check_error_block(block: Block, stdout: str) -> None:
+    lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    assert lines, f"{block} printed nothing"
+    for err in lines:
+        assert err.get("code") and actionable(err["code"], err.get("hint", "")), f"{block}: no actionable hint: {err}"
+    comment = block.body + "".join(QUICKSTART.read_text().splitlines(True)[block.line - 3:block.line])
+    for err in lines:  # the prose right above the block names the code the agent will see
+        assert err["code"] in comment, f"{block}: the doc does not announce {err['code']}"
+
+
+def _meet_setup_errors(url: str) -> None:
+    """Before bootstrapping: the agent skips the token, or sends a wrong one."""
+    blocked = httpx.get(url + "/api/catalog/tables")
+    assert blocked.status_code == 503
+    assert "agnes setup-token" in _assert_actionable(blocked.json(), "setup_required")["hint"]
+    wrong = httpx.post(url + "/auth/bootstrap", json={"email": "admin@example.com",
+                                                      "password": "choose-a-long-passphrase", "setup_token": "nope"})
+    assert wrong.status_code == 403
+    assert "agnes setup-token" in _assert_actionable(wrong.json(), "invalid_setup_token")["hint"]
+
+
+def _meet_more_errors(url: str, workdir: Path) -> None:
+    """After the walk-through: the mistakes an agent makes next, each answered by an actionable hint."""
+    env = dict(re.findall(r'^declare -x (AGNES_TOKEN|ADMIN_EMAIL)="([^"]*)"$',
+                          (workdir / ".quickstart-env").read_text(), re.M))
+    h = {"Authorization": f"Bearer {env['AGNES_TOKEN']}"}
+    again = httpx.post(url + "/auth/bootstrap", json={"email": env["ADMIN_EMAIL"], "password": "x" * 20,
+                                                      "setup_token": "anything"})
+    assert again.status_code == 409 and "POST /auth/token" in _assert_actionable(again.json(),
+                                                                                 "already_bootstrapped")["hint"]
+    missing = httpx.post(url + "/api/users", headers=h, json={"email": "analyst@example.com", "role": "analyst"})
+    assert missing.status_code == 400 and "password" in _assert_actionable(missing.json(),
+                                                                         "validation_failed")["message"]
+    unknown = httpx.post(url + "/api/admin/configure", headers=h, json={"data_source": "sample", "colour": "red"})
+    assert "colour" in _assert_actionable(unknown.json(), "unknown_option")["message"]
+    no_type = httpx.post(url + "/api/admin/configure", headers=h, json={"data_source": "oracle"})
+    assert "sample" in _assert_actionable(no_type.json(), "unsupported_data_source")["hint"]
+    no_source = httpx.post(url + "/api/sync/trigger", headers=h, json={"source": "crm"})
+    assert no_source.status_code == 404
+    _assert_actionable(no_source.json(), "source_not_found")
+    bad_csv = httpx.post(url + "/api/admin/uploads?source=sales", headers=h,
+                         files={"file": ("bad.csv", b"a,b\n1,2,3\n", "text/csv")})
+    assert "line 2" in _assert_actionable(bad_csv.json(), "invalid_csv")["message"]
+    two = httpx.post(url + "/api/query", headers=h, json={"sql": "SELECT 1; SELECT 2"})
+    _assert_actionable(two.json(), "multiple_statements")
+    write = httpx.post(url + "/api/query", headers=h, json={"sql": "DELETE FROM sample.orders"})
+    _assert_actionable(write.json(), "query_not_allowed")
+    files = httpx.post(url + "/api/query", headers=h, json={"sql": "SELECT * FROM read_csv('/etc/passwd')"})
+    assert files.status_code == 403 and files.json()["error"]["code"] in ("function_not_allowed", "query_not_allowed")
+    _assert_actionable(files.json(), files.json()["error"]["code"])
+    absent = httpx.get(url + "/api/data/sample.nope/download", headers=h)
+    assert absent.status_code == 404
+    _assert_actionable(absent.json(), "table_not_found")
