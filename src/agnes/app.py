@@ -21,7 +21,7 @@ from agnes.api.auth import AuthController
 from agnes.api.deps import DEPENDENCIES
 from agnes.api.errors import EXCEPTION_HANDLERS
 from agnes.api.health import get_health
-from agnes.api.middleware import SETUP_ALLOWED, GateMiddleware
+from agnes.api.middleware import SETUP_ALLOWED, GateMiddleware, SecureCookiesMiddleware
 from agnes.api.serving_routes import SERVING_HANDLERS
 from agnes.api.sources import SourcesController
 from agnes.api.sync import SyncController
@@ -33,6 +33,7 @@ from agnes.jobs.runtime import start_job_runtime
 from agnes.services.inbox import inbox_loop
 from agnes.services.instance import start_instance
 from agnes.services.query import create_executor
+from agnes.services.releases import release_notice_loop
 from agnes.services.serving import CatalogService
 from agnes.settings import Settings
 from agnes.version import __version__
@@ -82,12 +83,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await instance.close()
             raise
         inbox = asyncio.create_task(inbox_loop(instance), name="agnes-inbox")
+        releases = asyncio.create_task(release_notice_loop(instance), name="agnes-release-notices")
         try:
             yield
         finally:
-            inbox.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await inbox
+            for task in (releases, inbox):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await jobs.stop()  # running in-process jobs end `cancelled`, never left running
             instance.query.close()
             await serving.stop()
@@ -99,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[*API_HANDLERS, uploads_router(settings), *WEB_ROUTES, static],  # uploads: own size limit
         dependencies=DEPENDENCIES,
-        middleware=[GateMiddleware()],
+        middleware=[SecureCookiesMiddleware(), GateMiddleware()],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         openapi_config=openapi_config(),

@@ -18,6 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from agnes.api.errors import error_response
 from agnes.api.guards import WWW_AUTHENTICATE
 from agnes.errors import AgnesError
+from agnes.security.client_ip import is_https
 from agnes.services.auth import authenticate
 from agnes.services.instance import Instance
 
@@ -58,3 +59,44 @@ class GateMiddleware(ASGIMiddleware):
                     exc.headers = {**exc.headers, **WWW_AUTHENTICATE}
                     scope["auth"] = exc
         await next_app(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _has_secure(cookie: bytes) -> bool:
+    return any(part.strip().lower() == b"secure" for part in cookie.split(b";")[1:])
+
+
+class SecureCookiesMiddleware(ASGIMiddleware):
+    """Every cookie set on a request that reached the client over TLS gets `Secure`.
+
+    Behind Caddy the app itself speaks plain HTTP, so this is decided from
+    X-Forwarded-Proto - believed only from trusted proxies. Done once here so
+    no cookie (session, CSRF, any later one) can forget it.
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        instance: Instance | None = getattr(scope["litestar_app"].state, "instance", None)
+        trusted = instance.settings.server.trusted_proxies if instance is not None else ()
+        client = scope.get("client")
+        if not is_https(scope.get("scheme", "http"), client[0] if client else None,
+                        _header(scope, b"x-forwarded-proto"), trusted):
+            await next_app(scope, receive, send)
+            return
+
+        async def send_secure(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    (k, v + b"; Secure") if k.lower() == b"set-cookie" and not _has_secure(v) else (k, v)
+                    for k, v in message.get("headers", [])
+                ]
+            await send(message)
+
+        await next_app(scope, receive, send_secure)

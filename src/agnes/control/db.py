@@ -96,8 +96,13 @@ class ControlPlane:
         if self._closed:
             return
         self._closed = True
-        for _ in range(len(self._all)):
-            conn = await self._pool.get()
+        conns = [await self._pool.get() for _ in range(len(self._all))]
+        try:  # fold the WAL into the database now, so a stopped container leaves one complete file
+            if conns:
+                await conns[0].execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:  # busy (another process reads): SQLite checkpoints later on its own
+            pass
+        for conn in conns:
             await conn.close()
         self._all.clear()
 

@@ -9,6 +9,7 @@ from agnes.control.db import utcnow_iso
 
 SETUP_TOKEN_HASH = "setup_token_hash"  # noqa: S105 — a key name, not a secret
 ENCRYPTION_KEY_FINGERPRINT = "encryption_key_fingerprint"
+KEBOOLA_ENV_SOURCE = "keboola_env_source"  # set once the env-provisioned keboola source was considered
 
 
 async def get(conn: aiosqlite.Connection, key: str) -> str | None:

@@ -1,4 +1,4 @@
-"""The client's address, trusting X-Forwarded-For only from configured proxies."""
+"""The client's address and scheme, trusting X-Forwarded-For/-Proto only from configured proxies."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from functools import lru_cache
 
 @lru_cache(maxsize=32)
 def _networks(trusted: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
+    return tuple(ipaddress.ip_network(t, strict=False) for t in trusted if t != "*")
 
 
 def _is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
+    if "*" in trusted:  # every peer is a proxy (only behind a proxy nobody can bypass)
+        return True
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -30,3 +32,13 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[str
         if not _is_trusted(hop, trusted_t):
             return hop
     return hops[0] if hops else peer
+
+
+def is_https(scheme: str, peer: str | None, forwarded_proto: str | None, trusted: Sequence[str]) -> bool:
+    """TLS reached the client: our own scheme, or X-Forwarded-Proto from a trusted proxy (Caddy)."""
+    if scheme in ("https", "wss"):
+        return True
+    trusted_t = tuple(trusted)
+    if not peer or not forwarded_proto or not trusted_t or not _is_trusted(peer, trusted_t):
+        return False
+    return forwarded_proto.split(",")[0].strip().lower() == "https"  # the client-facing hop comes first

@@ -76,7 +76,7 @@ async def health_report(instance: Instance, *, include_messages: bool) -> Health
         "data_dir": await asyncio.to_thread(_data_dir, instance),
         "disk": await asyncio.to_thread(_disk, instance),
     }
-    warnings = list(instance.warnings)
+    warnings = [*instance.warnings, *instance.release_warnings]
     if instance.serving is not None:
         status_, detail = instance.serving.health()
         checks["catalog"] = Check(status_, detail)
