@@ -22,12 +22,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Test tools from npm, project-local (never global): azurite (Azure Blob) for the keboola connector tests.
+# Without npm: CI fails here; a dev machine gets a note and the Azure tests skip with that reason.
 AZURITE := .tools/node_modules/.bin/azurite-blob
-$(AZURITE):
-	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: install nodejs + npm (the Azure tests need azurite)"; exit 1; }
-	npm install --prefix .tools --no-audit --no-fund --silent azurite@3
-
-tools: $(AZURITE)
+tools:
+	@if [ -x $(AZURITE) ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then npm install --prefix .tools --no-audit --no-fund --silent azurite@3; \
+	elif [ -n "$$CI" ]; then echo "npm is missing: install nodejs + npm (the Azure Blob tests need azurite)"; exit 1; \
+	else echo "note: npm is missing, so the Azure Blob tests will be skipped (install nodejs + npm)"; fi
 
 run: install
 	DATA_DIR=$(DATA_DIR) $(BIN)/agnes serve --host $(HOST) --port $(PORT)

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from agnes.client.commands import register as register_client_commands
+from agnes.devtools.commands import register as register_dev_commands
 from agnes.errors import AgnesError, StartupError
+from agnes.release.commands import register as register_release_commands
 from agnes.settings import Settings
 
 T = TypeVar("T")
@@ -28,6 +30,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(contract_app, name="contract")
 register_client_commands(app)  # login, catalog, pull, query (analyst side, HTTP only)
+register_release_commands(app)  # release next-version|changelog|manifest, smoke (CI/CD)
+register_dev_commands(app)  # dev keboola-server (local stand-ins for demos and tests)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -69,6 +69,13 @@ class ConnectorsSettings(msgspec.Struct, frozen=True, kw_only=True):
     custom_dir: str | None = None  # mounted Tier A connectors; None = <built-in connectors>/custom
 
 
+class ReleaseSettings(msgspec.Struct, frozen=True, kw_only=True):
+    # Release manifest (docs/releases.md) that tells this instance it is deprecated or outdated.
+    # None/"" = never fetched; the image sets the project's URL, a source checkout leaves it off.
+    manifest_url: str | None = None
+    check_interval_seconds: Annotated[int, msgspec.Meta(ge=60, le=7 * 86400)] = 21600
+
+
 class JobsSettings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None  # None = jobs run inside the server process
     __repr__ = _masked_repr
@@ -96,12 +103,13 @@ class _FileConfig(msgspec.Struct, frozen=True, kw_only=True):
     sync: SyncSettings = msgspec.field(default_factory=SyncSettings)
     connectors: ConnectorsSettings = msgspec.field(default_factory=ConnectorsSettings)
     query: QuerySettings = msgspec.field(default_factory=QuerySettings)
+    release: ReleaseSettings = msgspec.field(default_factory=ReleaseSettings)
     sources: tuple[dict[str, Any], ...] = ()  # raw here; the sources service validates them
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "instance": InstanceSettings, "server": ServerSettings, "auth": AuthSettings, "health": HealthSettings,
-    "sync": SyncSettings, "connectors": ConnectorsSettings, "query": QuerySettings,
+    "sync": SyncSettings, "connectors": ConnectorsSettings, "query": QuerySettings, "release": ReleaseSettings,
 }
 # Every scalar key the file may set ("server.port" ...); besides these it has the `sources:` list.
 FILE_KEYS: tuple[str, ...] = tuple(f"{s}.{f}" for s, cls in _SECTIONS.items() for f in cls.__struct_fields__)
@@ -134,6 +142,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AGNES_QUERY_MEMORY_LIMIT": ("query.memory_limit", "DuckDB memory limit of the serving catalog (2GB)."),
     "AGNES_QUERY_THREADS": ("query.threads", "DuckDB threads of the serving catalog (1..256)."),
     "AGNES_QUERY_MEMORY_CAP": ("query.memory_cap", "Server process memory cap: auto, off or a size (6GB)."),
+    "AGNES_RELEASE_MANIFEST_URL": ("release.manifest_url", "Release manifest URL; empty = never fetched."),
+    "AGNES_RELEASE_CHECK_INTERVAL": ("release.check_interval_seconds", "Manifest re-fetch period, s (60..604800)."),
     "REDIS_URL": ("jobs.redis_url", "Redis for arq workers; unset = jobs run in the server."),
     "JWT_SECRET_KEY": ("secrets.jwt_secret_key", "Signs access tokens; unset = generated into state/."),
     "SESSION_SECRET": ("secrets.session_secret", "Signs web sessions; unset = generated into state/."),

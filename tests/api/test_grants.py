@@ -102,3 +102,23 @@ async def test_grants_go_with_their_user_and_source(client, admin_token, auth, s
         "sample.*"]
     assert (await client.delete(f"/api/users/{uid}", headers=admin)).status_code == 204
     assert (await client.get("/api/admin/grants", headers=admin)).json()["count"] == 0
+
+
+async def test_unregistering_a_table_never_widens_who_reads_it(client, admin_token, auth, served):
+    """A served table with no registry row is readable by grants (and admins) only: deleting a
+    restricted table's registration in a visible_to_all source must not open it to everyone."""
+    admin = auth(admin_token)
+    uid, me = await viewer(client, admin_token)
+    await client.patch("/api/admin/sources/sample", json={"visible_to_all": True}, headers=admin)
+    await client.patch("/api/admin/tables/sample.customers", json={"visibility": "restricted"}, headers=admin)
+    assert "sample.customers" not in await visible(client, me)
+    resp = await client.delete("/api/admin/tables/sample.customers", headers=admin)
+    assert resp.status_code == 204, resp.text
+    assert "sample.customers" in await visible(client, admin)  # still served: admins read it
+    assert await visible(client, me) == {"sample.orders", "sample.products"}
+    query = await client.post("/api/query", json={"sql": "SELECT count(*) FROM sample.customers"}, headers=me)
+    err(query, 404, "table_not_found")
+    manifest = await client.get("/api/data/manifest", headers=admin)
+    assert "sample.customers" in {i["id"] for i in manifest.json()["items"]}
+    await client.post("/api/admin/grants", json={"user_id": uid, "target": "sample.*"}, headers=admin)
+    assert "sample.customers" in await visible(client, me)  # a source grant still covers it

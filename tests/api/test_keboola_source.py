@@ -64,6 +64,10 @@ async def test_configure_checks_the_token_live_and_says_where_to_set_it(client, 
     bad = error(await client.post("/api/admin/configure", headers=h, json={
         "data_source": "keboola", "keboola_url": kbc.url, "keboola_token": "not-a-token"}), 400, "invalid_credentials")
     assert "Invalid access token" in bad["message"] and "keboola_token" in bad["hint"]
+    when = error(await client.post("/api/admin/configure", headers=h, json={
+        "data_source": "keboola", "keboola_url": kbc.url, "keboola_token": TOKEN, "full_reload_before": "soon"}),
+        400, "invalid_option")
+    assert "full_reload_before" in when["message"] and "ISO" in when["message"]
     assert (await client.get("/api/admin/sources", headers=h)).json()["count"] == 0  # nothing stored
     assert kbc.faults.requests and all(r[1] == "/v2/storage/buckets" for r in kbc.faults.requests)
 
@@ -117,6 +121,14 @@ async def test_discover_sync_and_query_typed_data(client, admin_token, auth, kbc
                        primary_key=["id"])
     drift = (await client.post("/api/admin/discover-and-register?source=keboola", headers=h)).json()["sources"][0]
     assert [(d["id"], d["added"]) for d in drift["drifted"]] == [("keboola.in_c_crm_customers", ["city"])]
+
+    # a value that does not parse under its declared type: reported on the job, the column kept as text
+    kbc.data.put_table("in.c-crm.orders", ["id", "amount"], [[1, "12.50"], [2, "n/a"]],
+                       types={"id": "INTEGER", "amount": ("NUMERIC", "12,2")}, primary_key=["id"])
+    job = await sync(client, h, tables=["in_c_crm_orders"])
+    assert job["status"] == "succeeded", job
+    assert "table in_c_crm_orders warning:" in job["log_tail"] and "'amount'" in job["log_tail"]
+    assert "1 value(s) do not parse as DECIMAL(12,2) (e.g. 'n/a')" in job["log_tail"]
 
     # one failing table: job partial, Keboola's message on the table, its previous data keeps serving
     kbc.faults.job_error["in.c-crm.customers"] = "Storage backend is in maintenance"

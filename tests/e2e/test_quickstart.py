@@ -23,6 +23,7 @@ import yaml
 from typer.main import get_command
 
 from agnes.cli import app as cli_app
+from agnes.devtools.keboola_server import KeboolaServer, demo_data
 from agnes.extract.sample_data import generate
 from tests.helpers import LiveServer
 from tests.unit.test_errors_catalogue import concrete_actions
@@ -111,9 +112,10 @@ def test_docker_blocks_reference_real_services_and_variables():
 
 # --- the walk-through ----------------------------------------------------------------------
 
-# Variables the walk-through provides besides AGNES_URL (e.g. the Keboola test server's URL and token
-# once QUICKSTART.md has a Keboola variant); the blocks may use them like any exported variable.
-EXTRA_ENV: dict[str, str] = {}
+# Variables the walk-through provides besides AGNES_URL (the Keboola variant's KEBOOLA_STACK_URL and
+# KEBOOLA_STORAGE_TOKEN come from the local Keboola test server the test starts); the blocks may use
+# them like any exported variable.
+EXTRA_ENV: dict[str, str] = {"KEBOOLA_STACK_URL": "", "KEBOOLA_STORAGE_TOKEN": "quickstart-kbc-token"}
 
 
 def _bash_env(url: str) -> dict[str, str]:
@@ -172,9 +174,10 @@ def workdir(tmp_path: Path) -> Path:
 def test_a_new_agent_follows_quickstart_to_a_correct_query(workdir: Path, data_dir: Path):
     assert data_dir == workdir / "data"  # make run's DATA_DIR=./data, seen from the checkout
     server = LiveServer(data_dir)
+    kbc = KeboolaServer(demo_data(workdir / "kbc-demo").root, tokens=[EXTRA_ENV["KEBOOLA_STORAGE_TOKEN"]]).start()
     try:
         server.wait_ready()
-        shell = Shell(workdir, _bash_env(server.url))
+        shell = Shell(workdir, {**_bash_env(server.url), "KEBOOLA_STACK_URL": kbc.url})
         outputs: dict[int, str] = {}
         for block in BASH:
             if block.tags[0] != "run":
@@ -188,6 +191,7 @@ def test_a_new_agent_follows_quickstart_to_a_correct_query(workdir: Path, data_d
         _meet_more_errors(server.url, workdir)
     finally:
         server.stop()
+        kbc.stop()
 
 
 def _output_of(outputs: dict[int, str], needle: str) -> str:
@@ -203,6 +207,9 @@ def _check_results(outputs: dict[int, str]) -> None:
     assert _output_of(outputs, "/download").strip() == "10000 rows"
     assert json.loads(_output_of(outputs, "FROM sales.regions")) == [["North", 120000], ["South", 95000],
                                                                      ["East", 87000]]
+    typed = json.loads(_output_of(outputs, "FROM keboola.in_c_crm_orders"))
+    assert typed["types"] == ["BIGINT", "DECIMAL(12,2)", "BOOLEAN", "DATE"], typed
+    assert [r[0] for r in typed["rows"]] == [1, 2, 3] and typed["rows"][0][2] is True, typed
     health = json.loads(_output_of(outputs, '{status, setup_required, checks, warnings, errors}'))
     assert health["setup_required"] is False and health["checks"]["catalog"]["status"] == "ok"
 

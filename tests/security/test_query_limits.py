@@ -279,3 +279,44 @@ async def test_stream_that_outlives_its_time_limit_between_reads_stops(catalog: 
         assert (await run(executor, "SELECT 1 AS one")).table.num_rows == 1
     finally:
         executor.close()
+
+
+async def test_long_sql_checks_are_bounded_and_short_ones_do_not_wait(catalog: ServingCatalog,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks run before a query slot is taken: at most LONG_CHECKS long ones at once, each on
+    its own thread's parser, while a short check goes straight through."""
+    import threading
+
+    from agnes.engine import query as engine_query
+
+    executor = QueryExecutor(catalog)
+    release, lock = threading.Event(), threading.Lock()
+    running, most = 0, 0
+    real_check = QueryExecutor.check
+
+    def check(self, sql, *, readable):  # noqa: ANN001, ANN202
+        nonlocal running, most
+        if len(sql) > engine_query.SHORT_SQL_CHARS:
+            with lock:
+                running += 1
+                most = max(most, running)
+            release.wait(30)
+            with lock:
+                running -= 1
+        return real_check(self, sql, readable=readable)
+
+    monkeypatch.setattr(QueryExecutor, "check", check)
+    long_sql = "SELECT 1 WHERE 1 IN (" + ",".join(map(str, range(2_000))) + ")"
+    try:
+        waiting = [asyncio.create_task(executor.guard(long_sql, readable=alpha_only)) for _ in range(6)]
+        await asyncio.sleep(0.2)
+        short = await executor.guard("SELECT 1", readable=alpha_only)  # answers while long ones block
+        assert short.sql and not any(t.done() for t in waiting)
+        assert most == engine_query.LONG_CHECKS
+        waiting[0].cancel()  # a request that goes away keeps its turn until its thread ends
+        release.set()
+        done = await asyncio.gather(*waiting[1:])
+        assert all(g.sql == done[0].sql for g in done) and most == engine_query.LONG_CHECKS
+    finally:
+        release.set()
+        executor.close()

@@ -18,7 +18,9 @@ def access(grants=(), visibility=None, visible=()):
 
 @pytest.mark.parametrize(("facts", "table", "expected"), [
     ({}, "crm.orders", False),  # new sources are not visible to all
-    ({"visible": ["crm"]}, "crm.orders", True),  # inherit + visible source
+    ({"visible": ["crm"], "visibility": {"crm.orders": "inherit"}}, "crm.orders", True),  # inherit + visible source
+    ({"visible": ["crm"]}, "crm.orders", False),  # served but not registered: grants only (fail closed)
+    ({"visible": ["crm"], "grants": ["crm.*"]}, "crm.orders", True),  # ... which a source grant covers
     ({"visible": ["crm"], "visibility": {"crm.orders": "restricted"}}, "crm.orders", False),
     ({"visibility": {"crm.orders": "all"}}, "crm.orders", True),
     ({"visibility": {"crm.orders": "all"}}, "crm.customers", False),
@@ -29,7 +31,7 @@ def access(grants=(), visibility=None, visible=()):
     ({"grants": ["crm.*"], "visibility": {"crm.customers": "restricted"}}, "crm.customers", True),
     ({"grants": ["crm.*"]}, "crm2.orders", False),
     ({"grants": ["crm.*"]}, "crm", False),  # not a table id
-    ({"visible": ["crm"]}, "crmx.orders", False),
+    ({"visible": ["crm"], "visibility": {"crmx.orders": "inherit"}}, "crmx.orders", False),
 ])
 def test_read_rule(facts, table, expected):
     assert access(**facts).can_read(table) is expected

@@ -216,3 +216,60 @@ def test_sanitize_message_strips_paths_internal_names_and_suggestions() -> None:
     clean = sanitize_message(text)
     assert "/data" not in clean and "_x_hr" not in clean and "Did you mean" not in clean and "s3://" not in clean
     assert sanitize_message("1/2 and a / b") == "1/2 and a / b"
+
+
+def test_many_ctes_are_checked_in_linear_memory_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracemalloc
+
+    n = 3_000  # ~94 KB of SQL; the walker copied the CTE scope per CTE and node: ~135 MB peak here
+    monkeypatch.setattr(sql_guard, "MAX_CTES", n)
+    chain = "WITH c0 AS (SELECT 1 AS x), " + ", ".join(
+        f"c{i} AS (SELECT x FROM c{i - 1})" for i in range(1, n)) + f" SELECT x FROM c{n - 1}"
+    sql_guard._parser()
+    tracemalloc.start()
+    try:
+        guarded = ok(chain)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert guarded.tables == () and f"_agnes_cte_{n}" in guarded.sql
+    assert peak < 50 * 1024**2, peak  # chained scope frames: ~19 MB, about the parse tree itself
+    monkeypatch.undo()
+    over = "WITH " + ", ".join(f"c{i} AS (SELECT 1)" for i in range(sql_guard.MAX_CTES + 1)) + " SELECT 1"
+    error = refused(over)
+    assert error.code == "query_too_complex" and error.hint and "WITH" in error.hint
+
+
+def test_later_cte_shadowing_and_visibility_with_chained_scopes() -> None:
+    # CTE i sees CTEs 0..i-1 only: `b` in `a` is the table, not the later CTE b
+    assert ok("WITH a AS (SELECT * FROM items), items AS (SELECT 1) SELECT * FROM a, items").tables == ("shop.items",)
+    assert refused("WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a").code == "table_not_found"
+    nested = ok("WITH items AS (SELECT 1 AS id) SELECT * FROM (WITH x AS (SELECT * FROM items) SELECT * FROM x)")
+    assert nested.tables == ()
+
+
+def test_parse_node_cap_and_out_of_memory_refuse_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sql_guard, "MAX_PARSE_NODES", 50)
+    error = refused("SELECT * FROM orders WHERE id IN (" + ",".join(map(str, range(200))) + ")")
+    assert error.code == "query_too_complex" and "parse nodes" in error.message
+    monkeypatch.undo()
+
+    def boom(*args: Any) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(sql_guard._Walker, "_visit", boom)
+    assert refused("SELECT 1").code == "query_too_complex"
+    monkeypatch.setattr(sql_guard, "MAX_TREE_CHARS", 100)
+    assert refused("SELECT * FROM orders WHERE id IN (1, 2, 3, 4)").code == "query_too_complex"
+
+
+def test_each_thread_parses_on_its_own_connection() -> None:
+    import threading
+
+    found: list[Any] = []
+    thread = threading.Thread(target=lambda: found.append(sql_guard._parser()))
+    thread.start()
+    thread.join()
+    mine = sql_guard._parser()
+    assert found[0] is not mine and found[0].con is not mine.con and sql_guard._parser() is mine
+    assert found[0].functions is mine.functions  # the function lists are read once

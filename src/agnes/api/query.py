@@ -21,9 +21,9 @@ from agnes.errors import AgnesError
 from agnes.services import query as query_service
 
 QUERY_ERRORS = ("not_authenticated", "forbidden", "validation_failed", "query_syntax", "multiple_statements",
-                "query_too_long", "query_not_allowed", "function_not_allowed", "table_not_found", "query_timeout",
-                "query_busy", "query_failed", "query_out_of_memory", "catalog_loading", "not_acceptable",
-                "format_unsupported")
+                "query_too_long", "query_too_complex", "query_not_allowed", "function_not_allowed", "table_not_found",
+                "query_timeout", "query_busy", "query_failed", "query_out_of_memory", "catalog_loading",
+                "not_acceptable", "format_unsupported")
 
 
 class QueryRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

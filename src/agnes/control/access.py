@@ -3,7 +3,9 @@
 Why one UNION query: every catalog call and every query checks permissions, and
 `SELECT 1` should cost a few milliseconds. Only what can change the answer is
 read: the caller's grants, tables whose visibility is not the default
-`inherit`, and sources that are visible to all. The rule itself lives in
+`inherit`, `inherit` tables of sources that are visible to all (a served table
+with no registry row is readable by grants only, so unregistering a table never
+widens who reads it), and those sources. The rule itself lives in
 services/permissions.py.
 """
 
@@ -19,7 +21,9 @@ from agnes.control._rows import many
 @dataclass(frozen=True)
 class ReadFacts:
     grants: frozenset[str]  # the user's targets: '<source>.<table>' and '<source>.*'
-    visibility: dict[str, str]  # table id -> 'all' | 'restricted' (absent = 'inherit')
+    # table id -> 'all' | 'restricted' | 'inherit' (the last only in visible sources); absent: not
+    # registered, or inherit in a source not visible to all -- grants only, either way
+    visibility: dict[str, str]
     visible_sources: frozenset[str]  # sources with visible_to_all
 
 
@@ -28,12 +32,13 @@ async def read_facts(conn: aiosqlite.Connection, user_id: int) -> ReadFacts:
         conn,
         "SELECT 'grant' AS kind, target AS name FROM grants WHERE user_id = ? "
         "UNION ALL SELECT visibility, id FROM registered_tables WHERE visibility <> 'inherit' "
+        "OR source IN (SELECT name FROM sources WHERE visible_to_all = 1) "
         "UNION ALL SELECT 'source', name FROM sources WHERE visible_to_all = 1",
         (user_id,),
     )
     grants = frozenset(r["name"] for r in rows if r["kind"] == "grant")
     sources = frozenset(r["name"] for r in rows if r["kind"] == "source")
-    visibility = {r["name"]: r["kind"] for r in rows if r["kind"] in ("all", "restricted")}
+    visibility = {r["name"]: r["kind"] for r in rows if r["kind"] in ("all", "restricted", "inherit")}
     return ReadFacts(grants, visibility, sources)
 
 

@@ -76,6 +76,11 @@ async def update(
     await change(conn, f"UPDATE sources SET {', '.join(sets)} WHERE name = ?", (*params, name))
 
 
+async def clear_auto_discover(conn: aiosqlite.Connection, name: str) -> None:
+    """The source's first discovery is done; later syncs extract what is registered."""
+    await change(conn, "UPDATE sources SET auto_discover = 0 WHERE name = ?", (name,))
+
+
 async def delete(conn: aiosqlite.Connection, name: str) -> int:
     """Delete the source; secrets, registry rows and its publication cascade."""
     return await change(conn, "DELETE FROM sources WHERE name = ?", (name,))

@@ -80,6 +80,21 @@ def open_inspection(db: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(db), read_only=True, config=config)
 
 
+def open_parser(max_expression_depth: int) -> duckdb.DuckDBPyConnection:
+    """An empty, locked database that only parses and prints user SQL for the query guard.
+
+    External access is off even here: IMPORT DATABASE reads files while *parsing*. One per
+    worker thread (the guard keeps them thread-local), so checks never wait on each other.
+    """
+    con = duckdb.connect(":memory:", config={
+        "enable_external_access": "false", "autoload_known_extensions": "false",
+        "autoinstall_known_extensions": "false", "allow_community_extensions": "false",
+        "python_enable_replacements": "false", "threads": "1",
+        "max_expression_depth": str(max_expression_depth),
+    })
+    return con
+
+
 def lock_down(con: duckdb.DuckDBPyConnection, allowed_directories: list[Path]) -> None:
     """No file access outside our data folders, and no way to change that afterwards."""
     dirs = [str(Path(d).resolve()).rstrip("/") + "/" for d in allowed_directories]

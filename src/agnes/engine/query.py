@@ -37,6 +37,9 @@ from agnes.engine.sql_guard import (
     sanitize_message,
 )
 
+SHORT_SQL_CHARS = 4_000  # shorter SQL is checked without waiting for a long-check turn
+LONG_CHECKS = 2
+
 __all__ = [
     "HTTP_STATUS", "ArrowStream", "GuardedQuery", "QueryBusy", "QueryExecutor", "QueryFailed", "QueryRefused",
     "QueryResult", "QueryTimeout",
@@ -45,7 +48,8 @@ __all__ = [
 # The status each error code should get from the API; table_not_found is 404 for both
 # "missing" and "not yours" (one answer, so nobody can probe for names).
 HTTP_STATUS = {
-    "query_syntax": 400, "multiple_statements": 400, "query_too_long": 413, "query_not_allowed": 403,
+    "query_syntax": 400, "multiple_statements": 400, "query_too_long": 413, "query_too_complex": 400,
+    "query_not_allowed": 403,
     "function_not_allowed": 403, "table_not_found": 404, "query_timeout": 408, "query_busy": 503,
     "query_failed": 422, "query_out_of_memory": 422, "query_cancelled": 503,
 }
@@ -146,7 +150,9 @@ class QueryExecutor:
         self.queue_size, self.queue_timeout_s, self.batch_rows = queue_size, queue_timeout_s, batch_rows
         self.max_result_bytes = max_result_bytes
         self._stoppers: set[asyncio.Future[None]] = set()
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency + 2, thread_name_prefix="agnes-query")
+        # + the checks of long SQL, + one thread so a short check never waits behind them all
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency + LONG_CHECKS + 1, thread_name_prefix="agnes-query")
+        self._long_checks: asyncio.Semaphore | None = None
         self._slots: asyncio.Semaphore | None = None
         self._waiting = 0
         self._resolver: tuple[tuple[Any, ...], Resolver] | None = None
@@ -166,8 +172,20 @@ class QueryExecutor:
         return check_query(sql, readable=readable, resolve=self.resolver())
 
     async def guard(self, sql: str, *, readable: Callable[[str], bool] | AbstractSet[str]) -> GuardedQuery:
-        """`check` on a worker thread (parsing 100 KB of SQL should not stall the loop)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: self.check(sql, readable=readable))
+        """`check` on a worker thread (parsing 100 KB of SQL should not stall the loop).
+
+        Checks run before a query slot is taken, so at most LONG_CHECKS checks of long SQL run at
+        once (each may hold a parse tree of several MB); short SQL never waits for them."""
+        loop = asyncio.get_running_loop()
+        if len(sql) <= SHORT_SQL_CHARS:
+            return await loop.run_in_executor(self._pool, lambda: self.check(sql, readable=readable))
+        if self._long_checks is None:
+            self._long_checks = asyncio.Semaphore(LONG_CHECKS)
+        await self._long_checks.acquire()
+        future = loop.run_in_executor(self._pool, lambda: self.check(sql, readable=readable))
+        # released when the thread ends, not when a cancelled request stops waiting for it
+        future.add_done_callback(lambda f: (self._long_checks.release(), f.cancelled() or f.exception()))  # type: ignore[union-attr]
+        return await asyncio.shield(future)
 
     # --- running ----------------------------------------------------------------------
 

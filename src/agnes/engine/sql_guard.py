@@ -9,7 +9,9 @@ on the deny list, and any node we do not recognise refuses the query (fail
 closed). The accepted tree is printed back (`json_deserialize_sql`) with every
 table qualified as "source"."table", so what runs is exactly what was checked
 -- a bare name cannot change owner between check and run -- and that SQL is
-checked once more. Runtime caps live in query.py.
+checked once more. The walk is linear in the tree (CTE scopes are chained frames,
+never copies) and capped in nodes, CTEs and tree size, because it runs before a
+query slot is taken. Runtime caps live in query.py.
 """
 
 from __future__ import annotations
@@ -25,10 +27,18 @@ from typing import Any
 
 import duckdb
 
+from agnes.engine.connection import open_parser
 from agnes.engine.limits import generated_size_error
 
 MAX_QUERY_CHARS = 100_000
 MAX_EXPRESSION_DEPTH = 250  # DuckDB's default is 1000; deeper trees also overflow json.loads
+# Caps on what one check may cost (it runs outside the query slots). 100 KB of ordinary SQL
+# stays well inside them: a 14,000-value IN list is ~42,000 nodes and 2 MB of tree text.
+MAX_PARSE_NODES = 150_000
+MAX_CTES = 500
+MAX_TREE_CHARS = 16 * 1024**2
+TOO_COMPLEX_HINT = ("Simplify the query: fewer WITH clauses and expressions; filter with WHERE or join a table "
+                    "instead of long literal lists.")
 
 # Pure row generators; every other table function reads files, URLs, settings or the catalog.
 TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest", "json_each", "json_tree"})
@@ -44,7 +54,6 @@ _EXTRA_FUNCTIONS = frozenset({"unnest", "unlist"})  # parser-level functions abs
 
 NOT_FOUND_HINT = "List what you can read with GET /api/catalog/tables."
 Resolver = Callable[[str | None, str], str | None]
-Scope = dict[str, str]  # CTE name in scope -> its fresh name
 
 _EXPRESSIONS = frozenset({
     "BETWEEN", "CASE", "CAST", "COLLATE", "COLUMN_REF", "COMPARISON", "CONJUNCTION", "CONSTANT",
@@ -149,52 +158,44 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 
 class _Parser:
-    """A locked, empty DuckDB used only to parse and print SQL (IMPORT DATABASE reads files while
-    *parsing*, so even this connection has external access off)."""
+    """A locked, empty DuckDB used only to parse and print SQL; one per thread (`_parser()`),
+    so a long check never makes another wait."""
 
     def __init__(self) -> None:
-        self.con = duckdb.connect(":memory:", config={
-            "enable_external_access": "false", "autoload_known_extensions": "false",
-            "autoinstall_known_extensions": "false", "allow_community_extensions": "false",
-            "threads": "1", "max_expression_depth": str(MAX_EXPRESSION_DEPTH),
-        })
-        rows = self.con.execute(
-            "SELECT DISTINCT lower(function_name), function_type, coalesce(macro_definition, '') "
-            "FROM duckdb_functions() WHERE function_type IN ('scalar', 'aggregate', 'macro')").fetchall()
-        denied = set(DENIED_FUNCTIONS)
-        denied |= {n for n, _t, body in rows if re.search(r"\bselect\b|\bfrom\b|sleep", body, re.I)}
-        self.functions = frozenset({n for n, _t, _b in rows} | _EXTRA_FUNCTIONS)
-        self.denied = frozenset(denied)
+        self.con = open_parser(MAX_EXPRESSION_DEPTH)
+        self.functions, self.denied = _function_lists(self.con)
         self.con.execute("SET lock_configuration = true")
-        self.lock = threading.Lock()
 
     def parse(self, sql: str) -> dict[str, Any]:
-        with self.lock:
-            try:
-                statements = self.con.extract_statements(sql)
-            except duckdb.PermissionException as exc:
-                raise QueryRefused("query_not_allowed", "Only SELECT queries are allowed.") from exc
-            except duckdb.Error as exc:
-                text = str(exc)
-                if "expression depth" in text or "memory exhausted" in text:
-                    raise QueryRefused("query_too_long", f"The query is nested too deeply "
-                                       f"(limit {MAX_EXPRESSION_DEPTH} levels).") from exc
-                raise QueryRefused("query_syntax", sanitize_message(text)) from exc
-            if not statements:
-                raise QueryRefused("query_syntax", "The query is empty.")
-            if len(statements) > 1:
-                raise QueryRefused("multiple_statements", f"Send exactly one statement; got {len(statements)}.",
-                                   "Remove the extra ';'. A PIVOT without an IN list also counts as two: "
-                                   "list the values, e.g. PIVOT t ON col IN ('a', 'b') USING sum(x).")
-            kind = statements[0].type
-            if kind != duckdb.StatementType.SELECT:
-                raise QueryRefused("query_not_allowed", f"Only SELECT queries are allowed (got {kind.name}).",
-                                   "Agnes serves data read-only; write a SELECT (or WITH ... SELECT, VALUES, FROM t).")
-            raw = self.con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
+        try:
+            statements = self.con.extract_statements(sql)
+        except duckdb.PermissionException as exc:
+            raise QueryRefused("query_not_allowed", "Only SELECT queries are allowed.") from exc
+        except duckdb.Error as exc:
+            text = str(exc)
+            if "expression depth" in text or "memory exhausted" in text:
+                raise QueryRefused("query_too_long", f"The query is nested too deeply "
+                                   f"(limit {MAX_EXPRESSION_DEPTH} levels).") from exc
+            raise QueryRefused("query_syntax", sanitize_message(text)) from exc
+        if not statements:
+            raise QueryRefused("query_syntax", "The query is empty.")
+        if len(statements) > 1:
+            raise QueryRefused("multiple_statements", f"Send exactly one statement; got {len(statements)}.",
+                               "Remove the extra ';'. A PIVOT without an IN list also counts as two: "
+                               "list the values, e.g. PIVOT t ON col IN ('a', 'b') USING sum(x).")
+        kind = statements[0].type
+        if kind != duckdb.StatementType.SELECT:
+            raise QueryRefused("query_not_allowed", f"Only SELECT queries are allowed (got {kind.name}).",
+                               "Agnes serves data read-only; write a SELECT (or WITH ... SELECT, VALUES, FROM t).")
+        raw = self.con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
+        if len(raw) > MAX_TREE_CHARS:
+            raise _too_complex(f"its parse tree is over {MAX_TREE_CHARS // 1024**2} MB")
         try:
             tree = json.loads(raw)
         except RecursionError as exc:
             raise QueryRefused("query_too_long", "The query is nested too deeply.") from exc
+        except MemoryError as exc:
+            raise _too_complex("its parse tree does not fit in memory") from exc
         if tree.get("error") or len(tree.get("statements", ())) != 1:
             detail = sanitize_message(str(tree.get("error_message", "")))
             raise QueryRefused("query_not_allowed", f"This query form is not supported: {detail}")
@@ -205,20 +206,61 @@ class _Parser:
             text = json.dumps(tree)
         except RecursionError as exc:
             raise QueryRefused("query_too_long", "The query is nested too deeply.") from exc
-        with self.lock:
-            return self.con.execute("SELECT json_deserialize_sql(?::JSON)", [text]).fetchone()[0]
+        return self.con.execute("SELECT json_deserialize_sql(?::JSON)", [text]).fetchone()[0]
 
 
-_PARSER: _Parser | None = None
-_PARSER_LOCK = threading.Lock()
+_LOCAL = threading.local()
+_FUNCTIONS: tuple[frozenset[str], frozenset[str]] | None = None
+_FUNCTIONS_LOCK = threading.Lock()
 
 
 def _parser() -> _Parser:
-    global _PARSER
-    with _PARSER_LOCK:
-        if _PARSER is None:
-            _PARSER = _Parser()
-        return _PARSER
+    """This thread's parser (created on first use; the query pool's threads live long)."""
+    parser = getattr(_LOCAL, "parser", None)
+    if parser is None:
+        parser = _LOCAL.parser = _Parser()
+    return parser
+
+
+def _function_lists(con: duckdb.DuckDBPyConnection) -> tuple[frozenset[str], frozenset[str]]:
+    """(known functions, denied functions), read once from DuckDB's own list."""
+    global _FUNCTIONS
+    with _FUNCTIONS_LOCK:
+        if _FUNCTIONS is None:
+            rows = con.execute(
+                "SELECT DISTINCT lower(function_name), function_type, coalesce(macro_definition, '') "
+                "FROM duckdb_functions() WHERE function_type IN ('scalar', 'aggregate', 'macro')").fetchall()
+            denied = set(DENIED_FUNCTIONS)
+            denied |= {n for n, _t, body in rows if re.search(r"\bselect\b|\bfrom\b|sleep", body, re.I)}
+            _FUNCTIONS = (frozenset({n for n, _t, _b in rows} | _EXTRA_FUNCTIONS), frozenset(denied))
+        return _FUNCTIONS
+
+
+def _too_complex(why: str) -> QueryRefused:
+    return QueryRefused("query_too_complex", f"The query is too complex to check: {why}.", TOO_COMPLEX_HINT)
+
+
+class _Scope:
+    """CTE names in scope, as chained frames (one per WITH clause) instead of copied dicts: a
+    query with thousands of CTEs costs linear memory, not quadratic. `limit` hides the frame's
+    CTEs from index `limit` on (CTE i sees only CTEs 0..i-1 of its own WITH)."""
+
+    __slots__ = ("names", "limit", "parent")
+
+    def __init__(self, names: dict[str, tuple[int, str]], limit: int | None, parent: _Scope | None) -> None:
+        self.names, self.limit, self.parent = names, limit, parent
+
+    def get(self, name: str) -> str | None:
+        scope: _Scope | None = self
+        while scope is not None:
+            hit = scope.names.get(name)
+            if hit is not None and (scope.limit is None or hit[0] < scope.limit):
+                return hit[1]
+            scope = scope.parent
+        return None
+
+
+_NO_CTES = _Scope({}, None, None)
 
 
 def _refuse_table(parts: Iterable[str]) -> QueryRefused:
@@ -246,21 +288,29 @@ class _Walker:
         self.tables: set[str] = set()
         self._recursive: dict[int, tuple[str, str]] = {}  # id(recursive node) -> (name, fresh name)
         self._fresh = itertools.count(1)
+        self._ctes = 0
 
     def walk(self, tree: dict[str, Any]) -> set[str]:
-        stack: list[tuple[Any, Scope]] = [(tree["statements"], {})]
+        stack: list[tuple[Any, _Scope]] = [(tree["statements"], _NO_CTES)]
+        nodes = 0
         try:
             while stack:
                 node, scope = stack.pop()
                 if isinstance(node, list):
                     stack.extend((item, scope) for item in node)
                 elif isinstance(node, dict):
+                    nodes += 1
+                    if nodes > MAX_PARSE_NODES:
+                        raise _too_complex(f"more than {MAX_PARSE_NODES:,} parse nodes")
                     self._visit(node, scope, stack)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a shape we did not expect
             raise _unknown(type(exc).__name__) from exc
+        except (MemoryError, RecursionError) as exc:  # refuse cleanly; the server lives on
+            stack.clear()
+            raise _too_complex("checking it ran out of memory") from exc
         return self.tables
 
-    def _visit(self, d: dict[str, Any], scope: Scope, stack: list[tuple[Any, Scope]]) -> None:
+    def _visit(self, d: dict[str, Any], scope: _Scope, stack: list[tuple[Any, _Scope]]) -> None:
         kind = d.get("type")
         if "class" in d:
             self._expression(d)
@@ -286,12 +336,22 @@ class _Walker:
             return  # a literal value
         stack.extend((v, scope) for v in d.values() if isinstance(v, dict | list))
 
-    def _query_node(self, d: dict[str, Any], scope: Scope, stack: list[tuple[Any, Scope]]) -> None:
+    def _query_node(self, d: dict[str, Any], outer: _Scope, stack: list[tuple[Any, _Scope]]) -> None:
         """A WITH clause: CTE i sees the outer scope and CTEs 0..i-1; the body sees them all.
         A recursive CTE sees itself in its recursive (right) part only, as DuckDB binds it."""
-        scope = dict(scope)
-        for entry in d.get("cte_map", {}).get("map", []):
+        entries = d.get("cte_map", {}).get("map", [])
+        if not entries:
+            scope = outer
+        else:
+            self._ctes += len(entries)
+            if self._ctes > MAX_CTES:
+                raise _too_complex(f"more than {MAX_CTES} CTEs (WITH ... AS)")
+            names: dict[str, tuple[int, str]] = {}
+            scope = _Scope(names, None, outer)
+        for index, entry in enumerate(entries):
             name, fresh = _lower(entry["key"]), f"_agnes_cte_{next(self._fresh)}"
+            if name in names:
+                raise _unknown("duplicate CTE name")
             body = entry["value"]["query"]["node"]
             if body.get("type") == "RECURSIVE_CTE_NODE":
                 if _lower(body.get("cte_name", "")) != name:
@@ -299,18 +359,18 @@ class _Walker:
                 self._recursive[id(body)] = (name, fresh)
                 body["cte_name"] = fresh
             entry["key"] = fresh
-            stack.append((entry["value"], dict(scope)))
-            scope[name] = fresh
+            stack.append((entry["value"], _Scope(names, index, outer)))
+            names[name] = (index, fresh)
         inner, skip = scope, {"cte_map"}
         if d["type"] == "RECURSIVE_CTE_NODE":
             if id(d) not in self._recursive:
                 raise _unknown("recursive CTE")
             name, fresh = self._recursive[id(d)]
-            inner, skip = {**scope, name: fresh}, {"cte_map", "left"}
+            inner, skip = _Scope({name: (0, fresh)}, None, scope), {"cte_map", "left"}
             stack.append((d["left"], scope))
         stack.extend((v, inner) for k, v in d.items() if k not in skip and isinstance(v, dict | list))
 
-    def _table_ref(self, d: dict[str, Any], scope: Scope) -> dict[str, Any]:
+    def _table_ref(self, d: dict[str, Any], scope: _Scope) -> dict[str, Any]:
         kind = d["type"]
         if kind == "BASE_TABLE":
             self._base_table(d, scope)
@@ -331,10 +391,11 @@ class _Walker:
             raise QueryRefused("query_not_allowed", "PIVOT needs an explicit IN list here.")
         return d
 
-    def _base_table(self, d: dict[str, Any], scope: Scope) -> None:
+    def _base_table(self, d: dict[str, Any], scope: _Scope) -> None:
         catalog, schema, name = d.get("catalog_name", ""), d.get("schema_name", ""), d["table_name"]
-        if not catalog and not schema and _lower(name) in scope:
-            d["table_name"], d["alias"] = scope[_lower(name)], d.get("alias") or name
+        cte = None if catalog or schema else scope.get(_lower(name))
+        if cte is not None:
+            d["table_name"], d["alias"] = cte, d.get("alias") or name
             return
         if not catalog and not schema and _FILE_LIKE.search(name):
             raise QueryRefused("query_not_allowed", "Reading files or URLs directly is not allowed.",

@@ -20,6 +20,7 @@ ENV_CONFIG_JSON = "AGNES_CONFIG_JSON"
 ENV_TABLES = "AGNES_TABLES"
 ENV_SOURCE_NAME = "AGNES_SOURCE_NAME"
 ENV_STATE_DIR = "AGNES_STATE_DIR"
+ENV_PREVIOUS_RUN_DIR = "AGNES_PREVIOUS_RUN_DIR"
 
 
 class ContextError(RuntimeError):
@@ -33,6 +34,7 @@ class ConnectorContext:
     tables: list[str] = field(default_factory=list)  # empty = all tables
     source_name: str = ""
     state_dir: Path | None = None
+    previous_dir: Path | None = None  # the published run this one replaces (read-only), for incremental merges
 
     def wants(self, table: str) -> bool:
         """True when this run should extract `table` (AGNES_TABLES empty = all)."""
@@ -74,12 +76,14 @@ def read_context() -> ConnectorContext:
     if not all(isinstance(t, str) for t in tables):
         raise ContextError(f"{ENV_TABLES} must be a JSON list of table names")
     state = os.environ.get(ENV_STATE_DIR)
+    previous = os.environ.get(ENV_PREVIOUS_RUN_DIR)
     return ConnectorContext(
         output_dir=Path(out),
         config=_json_env(ENV_CONFIG_JSON, {}, dict),
         tables=tables,
         source_name=os.environ.get(ENV_SOURCE_NAME, ""),
         state_dir=Path(state) if state else None,
+        previous_dir=Path(previous) if previous else None,
     )
 
 

@@ -74,7 +74,7 @@ class RunResult:
 
 def connector_env(
     *, out_dir: Path, config: dict[str, Any], secrets: dict[str, str], tables: list[str] | None,
-    source_name: str, state_dir: Path,
+    source_name: str, state_dir: Path, previous_dir: Path | None = None,
 ) -> dict[str, str]:
     """The child's whole environment: minimal on purpose, secrets only here."""
     env = {
@@ -98,6 +98,8 @@ def connector_env(
         "AGNES_SOURCE_NAME": source_name,
         "AGNES_STATE_DIR": str(state_dir),
     })
+    if previous_dir is not None:  # read-only: the published run this one replaces (incremental connectors)
+        env["AGNES_PREVIOUS_RUN_DIR"] = str(previous_dir)
     return env
 
 
@@ -199,10 +201,12 @@ async def run_connector(
     source_name: str | None = None,
     state_dir: Path | None = None,
     kill_grace: float = 5.0,
+    previous_dir: Path | None = None,
 ) -> RunResult:
     """Run `info` into `out_dir`. Connector failures are a RunResult, never an exception.
 
-    `state_dir` is the source's persistent folder (a throw-away one if None).
+    `state_dir` is the source's persistent folder (a throw-away one if None); `previous_dir` the
+    published run this one will replace (AGNES_PREVIOUS_RUN_DIR; never written to).
     """
     started = time.monotonic()
     problem = check_requirements(info)
@@ -215,7 +219,8 @@ async def run_connector(
             state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agnes-state-")))
         out_dir, state_dir = _make_dirs(out_dir, state_dir)
         env = connector_env(out_dir=out_dir, config=config, secrets=secrets, tables=tables,
-                            source_name=source_name or info.name, state_dir=state_dir)
+                            source_name=source_name or info.name, state_dir=state_dir,
+                            previous_dir=previous_dir)
         result = RunResult("failed")
         collector = _Collector(result, on_event, secrets)
         try:

@@ -118,22 +118,25 @@ async def _finish(instance: Instance, run: JobRun, status: str, error: str | Non
 
 
 async def _run_spec(instance: Instance, run: JobRun, source: str, tables: list[str] | None) -> Any:
-    """The source's RunSpec; a type that extracts only registered tables discovers them first if none are."""
+    """The source's RunSpec. A type that extracts only registered tables discovers them at its first
+    full sync (once: registry.discover_once); a scoped sync (`tables`) never discovers."""
     from agnes.services import sources as sources_service  # services own the source types
-    from agnes.services.registry import discover_and_register
+    from agnes.services.registry import discover_once
 
     spec = await sources_service.connector_run_spec(instance, source, tables)
-    if spec.extracts_all or spec.tables:
+    if spec.extracts_all or tables:
         return spec
-    run.say(f"{source}: no table is registered yet: discovering them first")
-    found = await discover_and_register(instance, None, source=source)
-    for outcome in found.sources:
+    outcome = await discover_once(instance, source)
+    if outcome is not None:
         if outcome.error:
             raise AgnesError("sync_failed", f"discovery failed: {outcome.error}")
-    spec = await sources_service.connector_run_spec(instance, source, tables)
+        run.say(f"{source}: first sync: discovered and registered {len(outcome.registered)} table(s)"
+                + (f", {len(outcome.invalid)} invalid" if outcome.invalid else ""))
+        spec = await sources_service.connector_run_spec(instance, source, tables)
     if not spec.tables:
-        raise AgnesError("sync_failed", "the source offers no table to sync",
-                         hint=f"Check the source's options, then POST /api/admin/discover-and-register?source={source}")
+        raise AgnesError("sync_failed", "no table of this source is registered, so there is nothing to sync",
+                         hint=f"Register tables with POST /api/admin/discover-and-register?source={source}, then "
+                              "trigger the sync again")
     return spec
 
 
@@ -174,7 +177,7 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
                     spec.connector, staging, config=spec.config, secrets=spec.secrets_env,
                     timeout=instance.settings.sync.timeout_seconds, on_event=on_event, cancel=run.cancel,
                     tables=spec.tables, source_name=source,
-                    state_dir=spec.state_dir,
+                    state_dir=spec.state_dir, previous_dir=previous,
                 )
             for line in [*result.log_tail[-20:], *result.stderr_tail[-STDERR_LINES:]]:
                 run.say(line, prefix=source)
@@ -321,6 +324,8 @@ async def _on_event(instance: Instance, run: JobRun, source: str, event: dict[st
             error = _table_error(event)
             await jobs_repo.set_table(conn, run.job_id, source, table, "failed", error=_clip(error))
             run.say(f"table {table} failed: {error}", prefix=source)
+        elif kind == "table_warning":  # e.g. values that do not parse under a column's declared type
+            run.say(f"table {table} warning: {_clip(str(event.get('message') or event), 1000)}", prefix=source)
 
 
 @contextlib.asynccontextmanager

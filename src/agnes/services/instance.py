@@ -42,6 +42,7 @@ class Instance:
     setup_required: bool
     schema_version: int
     warnings: list[str] = field(default_factory=list)
+    release_warnings: list[str] = field(default_factory=list)  # from the release manifest (services/releases)
     jobs: JobQueue | None = None  # set by agnes.jobs.runtime (server) or the arq worker
     serving: CatalogService | None = None  # the serving catalog; only the server process has one
     query: QueryExecutor | None = None  # runs guarded user SQL on `serving`; only the server process has one

@@ -3,9 +3,11 @@
 Who may read table T (`<source>.<table>`):
 - admins: everything;
 - a user with a grant on T or on T's source (`<source>.*`);
-- everyone when T's visibility is `all`, or when it is `inherit` (the default,
-  also for a served table the registry does not know) and its source is
-  visible to all; `restricted` means grants only.
+- everyone when T's visibility is `all`, or when it is `inherit` (the default)
+  and its source is visible to all; `restricted` means grants only.
+- A served table the registry does not know (unregistered by an admin, or new
+  in a sync after discovery) counts as `restricted`: fail closed, so deleting a
+  restricted table's registration can never make it readable by everyone.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class Access:
             return False
         if table_id in facts.grants or f"{source}.*" in facts.grants:
             return True
-        visibility = facts.visibility.get(table_id, "inherit")
+        visibility = facts.visibility.get(table_id, "restricted")  # absent: unregistered (see read_facts)
         return visibility == "all" or (visibility == "inherit" and source in facts.visible_sources)
 
 

@@ -137,10 +137,49 @@ async def apply_provisioning(instance: Instance) -> list[str]:
             raise
         except AgnesError as e:
             raise StartupError("config_invalid", f"{where}: {e.message}", hint=e.hint) from None
+    warnings += await apply_env_sources(instance)
     instance.warnings.extend(warnings)
     for warning in warnings:
         log.warning(warning)
     await _write_missing_export(instance)
+    return warnings
+
+
+async def apply_env_sources(instance: Instance) -> list[str]:
+    """KEBOOLA_STORAGE_TOKEN + KEBOOLA_STACK_URL at first start: create a `keboola` source (once).
+
+    Its first sync then discovers and registers the project's tables on its own (the
+    source's auto_discover flag). Once considered, never again: deleting the source
+    does not bring it back at the next start.
+    """
+    from agnes.control import kv
+    from agnes.services.source_types import env_value
+
+    if not (env_value("KEBOOLA_STORAGE_TOKEN") and env_value("KEBOOLA_STACK_URL")):
+        return []
+    async with instance.control.read() as conn:
+        if await kv.get(conn, kv.KEBOOLA_ENV_SOURCE) is not None:
+            return []
+        rows = await sources_repo.list_all(conn)
+    warnings: list[str] = []
+    existing = next((r["name"] for r in rows if r["type"] == "keboola"), None)
+    taken = next((r for r in rows if r["name"] == "keboola"), None)
+    if existing is not None:
+        log.info("KEBOOLA_STORAGE_TOKEN is set and source %r already reads Keboola; nothing created", existing)
+    elif taken is not None:
+        warnings.append(f"KEBOOLA_STORAGE_TOKEN is set, but the source name 'keboola' is taken by a "
+                        f"{taken['type']} source; configure Keboola with POST /api/admin/configure "
+                        "{data_source: 'keboola', name: ...}")
+    else:
+        from agnes.services.sources import configure
+
+        checks: list[str] = []
+        await configure(instance, None, {"data_source": "keboola"}, origin="environment", check_warnings=checks)
+        warnings += [f"environment: source 'keboola' stored, but its check failed: {w}" for w in checks]
+        log.info("created source 'keboola' from KEBOOLA_STORAGE_TOKEN/KEBOOLA_STACK_URL; its first sync "
+                 "registers the project's tables")
+    async with instance.control.transaction() as conn:
+        await kv.put(conn, kv.KEBOOLA_ENV_SOURCE, "considered")
     return warnings
 
 

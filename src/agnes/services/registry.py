@@ -198,9 +198,26 @@ async def discover_and_register(instance: Instance, actor: User | None, *, sourc
             outcomes.append(SourceDiscovery(source=name, registered=[], skipped=[], drifted=[], invalid=[],
                                             error=f"discovery failed: {type(e).__name__}: {e}"))
             continue
-        outcomes.append(await register_tables(instance, name, found, actor=actor, actor_name="api",
+        outcomes.append(await register_tables(instance, name, found, actor=actor, actor_name="api" if actor else "sync",
                                               dry_run=dry_run, report_missing=True, ip=ip))
+        if not dry_run:  # discovered once: from now on the registry is the admin's to curate
+            async with instance.control.transaction() as conn:
+                await sources_repo.clear_auto_discover(conn, name)
     return DiscoveryResult(dry_run=dry_run, sources=outcomes)
+
+
+async def discover_once(instance: Instance, source: str) -> SourceDiscovery | None:
+    """A new source's first full sync discovers and registers its tables on its own - once.
+
+    None when that already happened (any discovery that worked clears the flag), so a later sync
+    never re-registers tables an admin unregistered.
+    """
+    async with instance.control.read() as conn:
+        row = await sources_repo.get(conn, source)
+    if row is None or not row["auto_discover"]:
+        return None
+    result = await discover_and_register(instance, None, source=source)  # clears the flag when it worked
+    return result.sources[0]
 
 
 def _table(row: dict[str, Any]) -> RegisteredTable:

@@ -14,6 +14,7 @@ import asyncio
 import os
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,7 @@ class OptionSpec:
     description: str
     required: bool = False
     default: Any = None
+    fallback_env: str | None = None  # server variable used when neither the body nor the stored source sets it
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,71 @@ class ExternalType(SourceType):
         return None
 
 
+# --- keboola (Storage API over HTTP; tables extracted as typed parquet) -------------------
+
+KEBOOLA_ENDPOINT_ENVS = {"s3": "AGNES_KEBOOLA_S3_ENDPOINT_URL", "gcs": "AGNES_KEBOOLA_GCS_ENDPOINT_URL"}
+
+
+def _keboola_call(ctx: SourceContext, call: Any, timeout: float = 30.0) -> Any:
+    """Run `call(api)` with a Storage API client; Keboola's refusals become AgnesErrors with a hint."""
+    from agnes.extract.keboola.api import KeboolaError, StorageApi
+
+    url, token = str(ctx.options.get("keboola_url") or ""), ctx.secrets.get("keboola_token") or ""
+    try:
+        with StorageApi(url, token, timeout=timeout, retries=1, max_retry_after=5.0) as api:
+            return call(api)
+    except KeboolaError as e:
+        if e.kind == "auth":
+            raise AgnesError("invalid_credentials", f"Keboola rejected the Storage API token for {url}: {e.message}",
+                             status=400, hint="Send a valid token as keboola_token (Keboola: Settings -> API Tokens; "
+                             "it needs read access to the buckets to extract), or fix KEBOOLA_STORAGE_TOKEN in the "
+                             "server environment; check keboola_url is the token's stack.") from None
+        raise AgnesError("source_check_failed", f"Keboola Storage API at {url}: {e.message}",
+                         hint="Check keboola_url (the stack URL, e.g. https://connection.keboola.com or "
+                              "KEBOOLA_STACK_URL) and that this server can reach it.") from None
+
+
+def _keboola_tables(ctx: SourceContext) -> list[DiscoveredTable]:
+    from agnes.extract.keboola.coltypes import description, table_types
+
+    found = []
+    for table in _keboola_call(ctx, lambda api: api.tables(), timeout=120.0):  # big projects list slowly
+        native = str(table.get("id"))
+        try:
+            name = normalize_table_name(native)
+        except ValueError as e:
+            found.append(DiscoveredTable(name=native, native_id=native, problem=str(e)))
+            continue
+        found.append(DiscoveredTable(name=name, native_id=native, description=description(table),
+                                     columns=[Column(c, t) for c, t in table_types(table)]))
+    return found
+
+
+@dataclass(frozen=True)
+class KeboolaType(SourceType):
+    def run_config(self, ctx: SourceContext) -> dict[str, Any]:
+        config = dict(ctx.options)
+        endpoints = {k: v for k, env in KEBOOLA_ENDPOINT_ENVS.items() if (v := env_value(env))}
+        if endpoints:  # tests and local demos only: cloud storage emulators (moto, fake GCS)
+            config["storage_endpoints"] = endpoints
+        return config
+
+    async def check(self, ctx: SourceContext) -> None:
+        await super().check(ctx)
+        reload_before = ctx.options.get("full_reload_before")
+        if reload_before is not None:
+            try:
+                datetime.fromisoformat(str(reload_before).replace("Z", "+00:00"))
+            except ValueError:
+                raise AgnesError("invalid_option", f"full_reload_before {reload_before!r} is not an ISO 8601 time.",
+                                 hint='Send e.g. "full_reload_before": "2026-01-31T12:00:00Z" (UTC), or null to '
+                                      "remove it.") from None
+        await asyncio.to_thread(_keboola_call, ctx, lambda api: api.buckets())
+
+    async def discover(self, ctx: SourceContext) -> list[DiscoveredTable]:
+        return await asyncio.to_thread(_keboola_tables, ctx)
+
+
 # --- the registry ----------------------------------------------------------------------
 
 SOURCE_TYPES: dict[str, SourceType] = {}
@@ -272,12 +339,14 @@ def get_type(name: Any) -> SourceType:
     source_type = SOURCE_TYPES.get(name) if isinstance(name, str) else None
     if source_type is None:
         raise AgnesError("unsupported_data_source", f"data_source {name!r} is not supported; supported: {supported}.",
-                         hint=f"Send data_source as one of: {supported}, e.g. {{\"data_source\": \"sample\"}}.")
+                         hint=f"Send data_source as one of: {supported} to POST /api/admin/configure, "
+                              f"e.g. {{\"data_source\": \"sample\"}}.")
     if not source_type.configurable:
         raise AgnesError("unsupported_data_source",
                          f"data_source {name!r} cannot be configured through the API: an external (Tier B) source is "
                          f"registered when its first run appears in $DATA_DIR/inbox/<name>/ with a READY marker.",
-                         hint=f"Drop the run into the inbox instead, or configure one of: {supported}.")
+                         hint=f"Drop the run into $DATA_DIR/inbox/{name}/ (READY last) instead, or configure one of: "
+                              f"{supported} with POST /api/admin/configure.")
     return source_type
 
 
@@ -300,6 +369,26 @@ register(CustomType(
     open_secrets=True,
     examples={"data_source": "custom", "connector": "my_api", "options": {"base_url": "https://api.example.com"},
               "secrets": {"MY_API_KEY": "..."}},
+))
+register(KeboolaType(
+    "keboola",
+    "Keboola Connection: tables exported through the Storage API as typed parquet (incremental by primary key).",
+    options=(
+        OptionSpec("keboola_url", "string", "The stack URL, e.g. https://connection.keboola.com (/v2/storage is "
+                   "added); default: KEBOOLA_STACK_URL on the server.", required=True,
+                   fallback_env="KEBOOLA_STACK_URL"),
+        OptionSpec("incremental", "boolean", "Export tables with a primary key incrementally (changedSince) and merge "
+                   "by primary key; false = full export every sync.", default=True),
+        OptionSpec("changed_since_safety_seconds", "integer", "How far before the last export's cursor an "
+                   "incremental export starts (covers imports in flight).", default=600),
+        OptionSpec("full_reload_before", "string", "Full reload on demand: a UTC time (ISO 8601, e.g. "
+                   "2026-01-31T12:00:00Z); the next sync exports fully every table last fully exported before it, "
+                   "later syncs are incremental again."),
+    ),
+    secrets=(SecretSpec("keboola_token", "KEBOOLA_STORAGE_TOKEN", "a Keboola Storage API token (KEBOOLA_STORAGE_TOKEN)",
+                        fallback_env="KEBOOLA_STORAGE_TOKEN"),),
+    extracts_all=False,
+    examples={"data_source": "keboola", "keboola_url": "https://connection.keboola.com", "keboola_token": "..."},
 ))
 register(ExternalType("external", "Runs dropped by an outside container into $DATA_DIR/inbox/<name>/ (Tier B).",
                       configurable=False))
