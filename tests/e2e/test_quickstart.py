@@ -207,6 +207,10 @@ def _check_results(outputs: dict[int, str]) -> None:
     assert _output_of(outputs, "/download").strip() == "10000 rows"
     assert json.loads(_output_of(outputs, "FROM sales.regions")) == [["North", 120000], ["South", 95000],
                                                                      ["East", 87000]]
+    missing = json.loads(_output_of(outputs, "'{data_source: \"keboola\", keboola_url: $url}'"))
+    assert missing["code"] == "missing_credentials" and "KEBOOLA_STORAGE_TOKEN" in missing["message"], missing
+    refused = json.loads(_output_of(outputs, "not-a-storage-token"))
+    assert refused["code"] == "invalid_credentials" and "KEBOOLA_STORAGE_TOKEN" in refused["hint"], refused
     typed = json.loads(_output_of(outputs, "FROM keboola.in_c_crm_orders"))
     assert typed["types"] == ["BIGINT", "DECIMAL(12,2)", "BOOLEAN", "DATE"], typed
     assert [r[0] for r in typed["rows"]] == [1, 2, 3] and typed["rows"][0][2] is True, typed
