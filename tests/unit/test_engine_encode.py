@@ -23,7 +23,9 @@ def test_json_values_keep_their_types(con):
         "TIMESTAMPTZ '2024-01-01 12:00:00+00' tz, TIME '12:30:01' tm, TIMESTAMP_NS '2024-01-01 00:00:00.000000001' ns,"
         " 'infinity'::DATE inf, '-infinity'::TIMESTAMP ninf, 'nan'::DOUBLE nan, 2.5::DOUBLE f, true b, 'x'::BLOB bl, "
         "[1, 2] l, {'a': 1} st, INTERVAL 3 DAY + INTERVAL 90 MINUTE iv").to_arrow_table()
-    assert encode_json(rows_of(table)) == (
+    types = [str(t) for t in con.sql(
+        "SELECT 1::HUGEINT h, sum(2::BIGINT) s").types] + [None] * (table.num_columns - 2)
+    assert encode_json(rows_of(table, types)) == (
         b'[[1,2,"1.50",null,"2024-02-29","2024-01-01T12:00:00","2024-01-01T12:00:00.500000","2024-01-01T12:00:00Z",'
         b'"12:30:01","2024-01-01T00:00:00.000000001","infinity","-infinity",null,2.5,true,"eA==",[1,2],{"a":1},'
         b'"P0M3DT5400S"]]')
@@ -54,3 +56,16 @@ def test_arrow_stream_round_trips_and_marks_truncation(con, sql):
         marks.append(meta)
     assert pa.Table.from_batches(got, schema=table.schema).equals(table)
     assert marks[-1] is not None and marks[-1][b"agnes.truncated"] == b"true" and marks[0] is None
+
+
+def test_decimals_are_exact_strings_and_hugeints_exact_numbers(con):
+    sql = ("SELECT 12345678901234567890123::DECIMAL(38,0) d38, 5::DECIMAL(4,0) d4, "
+           "170141183460469231731687303715884105727::HUGEINT h, 9007199254740993::BIGINT b, "
+           "18446744073709551615::UBIGINT ub, NULL::DECIMAL(20,0) n, NULL::HUGEINT nh")
+    relation = con.sql(sql)
+    types = [str(t) for t in relation.types]
+    assert encode_json(rows_of(relation.to_arrow_table(), types)) == (
+        b'[["12345678901234567890123","5",170141183460469231731687303715884105727,9007199254740993,'
+        b'18446744073709551615,null,null]]')
+    # Without DuckDB's types a decimal128 column could be either: kept as exact text.
+    assert encode_json(rows_of(con.sql(sql).to_arrow_table()))[:30] == b'[["12345678901234567890123","5'

@@ -41,7 +41,8 @@ class ColumnInfo(msgspec.Struct, frozen=True):
 
 
 class QueryResult(msgspec.Struct, frozen=True):
-    """`rows` are arrays in `columns` order; decimals are strings, dates and timestamps ISO 8601 (UTC)."""
+    """`rows` are arrays in `columns` order. Integers (HUGEINT too, e.g. sum() of integers) and floats are
+    numbers; DECIMAL (any scale) is an exact string; dates and timestamps ISO 8601 (UTC)."""
 
     columns: list[ColumnInfo]
     rows: list[list[Any]]
@@ -67,6 +68,8 @@ def answer_format(request: Request[Any, Any, Any]) -> str:
     description="Tables are `source.table` (ids from GET /api/catalog/tables; a bare `table` works while only one "
                 "source has it). Answers JSON by default; `Accept: application/vnd.apache.arrow.stream` streams "
                 "Arrow IPC and `Accept: text/csv` streams CSV, up to a higher row cap (`X-Agnes-Max-Rows`). "
+                "In JSON, DECIMAL values are exact strings; integers of every width (HUGEINT too, e.g. "
+                "sum() of integers) are exact numbers. "
                 "Refused: more than one statement, anything but SELECT, file/URL readers, settings and catalog "
                 "functions, tables you cannot read (answered like missing tables).",
     status_code=200,

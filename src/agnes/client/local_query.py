@@ -37,4 +37,5 @@ def run_local(root: Path, sql: str, limit: int | None, *, csv: bool = False) -> 
     if csv:
         encoder = CsvEncoder()
         return encoder.header(table.schema) + b"".join(encoder.encode(b) for b in table.to_batches())
-    return {"columns": columns, "rows": rows_of(table), "row_count": table.num_rows, "truncated": truncated}
+    rows = rows_of(table, [c["type"] for c in columns])
+    return {"columns": columns, "rows": rows, "row_count": table.num_rows, "truncated": truncated}

@@ -2,10 +2,12 @@
 
 Why column by column: converting each Arrow column to Python once (C code)
 and zipping rows is several times faster than row dicts, and msgspec encodes
-tuples as arrays. Values keep their JSON types: integers and floats as
-numbers (NaN/Inf as null; HUGEINT and scale-0 decimals as integers),
-decimals as strings (no precision lost), dates/times/timestamps as ISO
-8601, intervals as ISO 8601 durations, blobs as base64, nulls as null;
+tuples as arrays. Values keep their JSON types: integers (HUGEINT too, e.g.
+`sum()` of integers) and floats as numbers (NaN/Inf as null); every
+DECIMAL(p,s) -- DECIMAL(38,0) too -- as a string, so no JSON parser rounds it.
+Arrow hands DECIMAL(38,0) and HUGEINT over alike (decimal128), so the caller
+passes DuckDB's column types to tell them apart;
+dates/times/timestamps as ISO 8601, intervals as ISO 8601 durations, blobs as base64, nulls as null;
 DuckDB's infinite dates are "infinity" and "-infinity". Anything else
 Python cannot hold falls back to Arrow's text.
 """
@@ -48,13 +50,17 @@ def _iso_text(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     return text
 
 
-def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
-    """One Arrow column as JSON-ready Python values."""
+_HUGE = ("HUGEINT", "UHUGEINT")
+
+
+def column_values(column: pa.ChunkedArray | pa.Array, duck_type: str | None = None) -> list[Any]:
+    """One Arrow column as JSON-ready Python values (`duck_type`: DuckDB's type of the column)."""
     type_ = column.type
     try:
-        if pa.types.is_decimal(type_):  # text keeps every digit; HUGEINT (sum of BIGINT) is an integer
-            text = pc.cast(column, pa.string()).to_pylist()
-            return [None if v is None else int(v) for v in text] if type_.scale == 0 else text
+        if pa.types.is_decimal(type_) and duck_type in _HUGE:  # an integer: exact as a JSON number
+            return [None if v is None else int(v) for v in column.to_pylist()]
+        if pa.types.is_decimal(type_):  # text keeps every digit
+            return pc.cast(column, pa.string()).to_pylist()
         if pa.types.is_date(type_) or pa.types.is_timestamp(type_) or pa.types.is_time(type_):
             return _iso_text(column).to_pylist()
     except pa.ArrowException:
@@ -70,8 +76,10 @@ def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
             return [None if not v.is_valid else str(v) for v in column]
 
 
-def rows_of(table: pa.Table) -> list[tuple[Any, ...]]:
-    return list(zip(*(column_values(c) for c in table.columns), strict=True)) if table.num_columns else []
+def rows_of(table: pa.Table, duck_types: list[str] | None = None) -> list[tuple[Any, ...]]:
+    types = duck_types or [None] * table.num_columns
+    columns = (column_values(c, t) for c, t in zip(table.columns, types, strict=True))
+    return list(zip(*columns, strict=True)) if table.num_columns else []
 
 
 def encode_json(value: Any) -> bytes:

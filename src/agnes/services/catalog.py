@@ -174,7 +174,8 @@ async def _compute(instance: Instance, access: Access,
             ok = False
     try:
         result = await _run(instance, access, sample_sql(table.id))
-        sample = SampleRows(columns=[n for n, _ in result.columns], rows=[list(r) for r in rows_of(result.table)])
+        rows = rows_of(result.table, [t for _, t in result.columns])
+        sample = SampleRows(columns=[n for n, _ in result.columns], rows=[list(r) for r in rows])
     except ENGINE_ERRORS as exc:
         notes.append(f"Sample rows unavailable: {getattr(exc, 'message', exc)}")
         ok = False
