@@ -6,9 +6,11 @@ async export, download the file from the stack's cloud storage with the
 federation credentials, type the columns from KBC.datatype metadata and write
 `data/<normalised id>.parquet`. A table with a primary key and previous data
 is exported incrementally (`changedSince` = the previous cursor minus a
-safety window) and merged by primary key. One failing table emits
-`table_failed` with Keboola's message and the others go on; the process exits
-1 only when every table failed.
+safety window) and merged by primary key. Up to `export_workers` tables
+(default 4) export at once on threads; events, logs and ExtractWriter calls
+are serialised by one lock. One failing table emits `table_failed` with
+Keboola's message and the others go on; the process exits 1 only when every
+table failed.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agnes.extract import ExtractWriter, emit, log, normalize_table_name, read_context
+from agnes.extract import ExtractWriter, normalize_table_name, read_context
+from agnes.extract import emit as _emit
+from agnes.extract import log as _log
 from agnes.extract.keboola.api import KeboolaError, StorageApi
 from agnes.extract.keboola.coltypes import description, table_types
 from agnes.extract.keboola.load import SchemaChanged, load, previous_state
@@ -31,6 +37,18 @@ TOKEN_ENV = "KEBOOLA_STORAGE_TOKEN"  # noqa: S105 - the variable's name
 URL_ENV = "KEBOOLA_STACK_URL"
 ENDPOINT_ENVS = {"s3": "AGNES_KEBOOLA_S3_ENDPOINT_URL", "gcs": "AGNES_KEBOOLA_GCS_ENDPOINT_URL"}
 DEFAULT_SAFETY_SECONDS = 600
+DEFAULT_EXPORT_WORKERS = 4
+_OUT = threading.Lock()  # one table's events/log lines and ExtractWriter calls at a time
+
+
+def emit(event: str, **fields: Any) -> None:
+    with _OUT:
+        _emit(event, **fields)
+
+
+def log(message: str) -> None:
+    with _OUT:
+        _log(message)
 
 
 def parse_time(value: str) -> datetime:
@@ -99,10 +117,12 @@ class Extractor:
             emit("table_warning", table=name, native_id=table_id, column=p.column, declared=p.declared,
                  bad_values=p.bad_values, example=p.example, kept_as="VARCHAR",
                  message=f"table {table_id}: column {p.column!r}: {p.bad_values} value(s) do not parse as "
-                         f"{p.declared} (e.g. {p.example!r}); the column is kept as VARCHAR so nothing is lost - "
-                         "fix the column's data type in Keboola")
-        info = w.add_parquet_files(name, [loaded.path], partitioned=False, move=True,
-                                   description=description(detail), extracted_at=started)
+                         f"{p.declared} (e.g. {p.example!r}), or only with a change (rounded, an offset or a time "
+                         "of day dropped); the column is kept as VARCHAR so nothing is lost - fix the column's data "
+                         "type in Keboola")
+        with _OUT:  # ExtractWriter (its DuckDB file) is not thread-safe
+            info = w.add_parquet_files(name, [loaded.path], partitioned=False, move=True,
+                                       description=description(detail), extracted_at=started)
         emit("table_done", table=name, native_id=table_id, rows=info.rows, bytes=info.size_bytes,
              mode="incremental" if since else "full", changed_since=since,
              kept_from_previous=loaded.merged_from_previous, **self.timings.get(name, {}))
@@ -173,15 +193,17 @@ def main() -> int:
             else:
                 log(f["error"])
         extractor = Extractor(api, ctx.config, previous, Path(tmp))
-        done = 0
+        workers = max(1, int(ctx.config.get("export_workers") or DEFAULT_EXPORT_WORKERS))
         with ExtractWriter(ctx.output_dir) as w:
-            for name, table_id in sorted(tables.items()):
+
+            def one(item: tuple[str, str]) -> bool:
+                name, table_id = item
                 emit("table_started", table=name, native_id=table_id)
                 began = time.monotonic()
                 try:
                     extractor.extract(w, table_id, name)
-                    done += 1
                     log(f"table {table_id} -> {name}: done in {time.monotonic() - began:.1f}s")
+                    return True
                 except KeboolaError as e:
                     emit("table_failed", table=name, native_id=table_id, error=e.message)
                     log(f"table {table_id}: {e.message}")
@@ -189,6 +211,11 @@ def main() -> int:
                     message = f"table {table_id}: {type(e).__name__}: {e}"
                     emit("table_failed", table=name, native_id=table_id, error=message)
                     log(message)
+                return False
+
+            with ThreadPoolExecutor(max_workers=min(workers, max(1, len(tables))),
+                                    thread_name_prefix="export") as pool:
+                done = sum(pool.map(one, sorted(tables.items())))
     return 0 if done or not (tables or failed) else 1
 
 

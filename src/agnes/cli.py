@@ -60,9 +60,12 @@ def _run(coro_factory: Callable[[], Awaitable[T]]) -> T:
 @app.command()
 def version() -> None:
     """Print version, channel and commit of this build."""
-    from agnes.version import build_info
+    from agnes.settings import build_info
 
-    info = build_info()
+    try:
+        info = build_info()  # the build variables only: answers even when the provisioning file is broken
+    except AgnesError as exc:
+        raise _fail(exc) from None
     out.print(f"agnes {info.version} (channel {info.channel}, commit {info.commit})")
 
 

@@ -13,6 +13,7 @@ they stop the process with the same message + hint instead of an HTTP answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,14 @@ class ErrorSpec:
     meaning: str
     hint: str
     where: str = "api"  # "api" (an HTTP answer), "health" (GET /api/health errors, job rows) or "startup"
+    # Other HTTP statuses this code is answered with (a raise site passing status=); for a health or
+    # start-up code, the statuses it is also an HTTP answer with. The catalogue test checks every site.
+    also: tuple[int, ...] = ()
+
+
+# 4xx statuses of the HTTP layer that api/errors.py maps to no more specific code: request_error keeps them.
+_OTHER_4XX = tuple(s.value for s in HTTPStatus
+                   if 400 < s.value < 500 and s.value not in (401, 403, 404, 405, 413, 415, 429))
 
 
 CATALOG: dict[str, ErrorSpec] = {
@@ -31,7 +40,7 @@ CATALOG: dict[str, ErrorSpec] = {
     "method_not_allowed": ErrorSpec(405, "The route exists but not for this HTTP method.", "Use one of the methods in the Allow header."),
     "payload_too_large": ErrorSpec(413, "The request body is larger than allowed.", "Send a smaller body or split the upload; the limits are AGNES_MAX_REQUEST_BODY_MB and, for POST /api/admin/uploads, AGNES_MAX_UPLOAD_MB."),
     "unsupported_media_type": ErrorSpec(415, "The request body has a content type this route does not accept.", "Send Content-Type: application/json (or multipart/form-data for uploads)."),
-    "request_error": ErrorSpec(400, "The request was refused by the HTTP layer.", "Read the message; the route's documentation is at /schema/openapi.json."),
+    "request_error": ErrorSpec(400, "The request was refused by the HTTP layer with a status that has no more specific code; the answer keeps that status.", "Read the message; the route's documentation is at /schema/openapi.json.", also=_OTHER_4XX),
     "internal_error": ErrorSpec(500, "An unexpected server error.", "Retry once; if it persists, read GET /api/health and the server log (error id in the message)."),
     # --- setup ----------------------------------------------------------------------
     "setup_required": ErrorSpec(503, "The instance has no users yet; only setup routes answer.", "Bootstrap the first admin: POST /auth/bootstrap with {email, password, setup_token}; read the token with `agnes setup-token` (or `docker compose exec app agnes setup-token`)."),
@@ -41,7 +50,7 @@ CATALOG: dict[str, ErrorSpec] = {
     # --- auth -----------------------------------------------------------------------
     "not_authenticated": ErrorSpec(401, "No valid credentials were sent.", "Send Authorization: Bearer <token>; get one with POST /auth/token {email, password} or create an API token with POST /api/tokens."),
     "invalid_token": ErrorSpec(401, "The bearer token is malformed, expired, revoked or its user is inactive.", "Get a fresh token with POST /auth/token {email, password}."),
-    "invalid_credentials": ErrorSpec(401, "Email or password is wrong, or the account is inactive.", "Check the email and password; an admin can reset a password with PATCH /api/users/{id} {password}, or on the server `agnes users reset-password EMAIL`."),
+    "invalid_credentials": ErrorSpec(401, "401: email or password is wrong, or the account is inactive (POST /auth/token). 400: a data source refused the credentials sent with POST /api/admin/configure (e.g. Keboola refused the Storage API token); the message names the source.", "Login (401): check the email and password; an admin can reset a password with PATCH /api/users/{id} {password}, or on the server `agnes users reset-password EMAIL`. Configure (400): send a valid token in the body (keboola_token) or fix KEBOOLA_STORAGE_TOKEN in the server environment, as the error's own hint says.", also=(400,)),
     "too_many_attempts": ErrorSpec(429, "Too many failed logins for this account from this address.", "Wait the number of seconds in the Retry-After header, then retry with the right password."),
     "forbidden": ErrorSpec(403, "Your role does not allow this.", "Ask an admin for a role with this permission (PATCH /api/users/{id} {role})."),
     "weak_password": ErrorSpec(400, "The password does not meet the password policy.", "Send a longer password (at least AGNES_MIN_PASSWORD_LENGTH characters, 12 by default) that is not all one character class, in the same call (POST /auth/bootstrap, POST /api/users or PATCH /api/users/{id})."),
@@ -106,8 +115,8 @@ CATALOG: dict[str, ErrorSpec] = {
     "schema_too_new": ErrorSpec(500, "The control plane was migrated by a newer Agnes.", "Run the newer image again, or restore the backup from $DATA_DIR/state/backups/ taken before that upgrade.", where="startup"),
     "migration_failed": ErrorSpec(500, "A control-plane migration failed and was rolled back.", "Keep the data directory ($DATA_DIR) as it is and report the message; the database stays at the version named, and a backup from before the attempt is in $DATA_DIR/state/backups/.", where="startup"),
     "secret_too_short": ErrorSpec(500, "A configured secret is shorter than 32 bytes.", "Generate one with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`, or unset the variable to let Agnes create and keep one in state/.", where="startup"),
-    "encryption_key_mismatch": ErrorSpec(500, "The encryption key differs from the one the stored credentials were encrypted with.", "Restore the previous AGNES_ENCRYPTION_KEY (or state/.encryption_key), or run `agnes secrets reset-encryption-key` and re-enter source credentials with POST /api/admin/configure.", where="startup"),
-    "data_dir_unusable": ErrorSpec(500, "The data directory cannot be created or written.", "Point DATA_DIR at a writable folder, or fix ownership (the container runs as uid 10001).", where="startup"),
+    "encryption_key_mismatch": ErrorSpec(500, "The encryption key differs from the one the stored credentials were encrypted with.", "Restore the previous AGNES_ENCRYPTION_KEY (or state/.encryption_key), or run `agnes secrets reset-encryption-key` and re-enter source credentials with POST /api/admin/configure.", where="startup", also=(500,)),
+    "data_dir_unusable": ErrorSpec(500, "The data directory cannot be created or written: at start-up, or (HTTP 500) when a configuration change cannot write its export into it, so the change was not applied.", "Point DATA_DIR at a writable folder with free space, or fix ownership (the container runs as uid 10001), then restart or repeat the call.", where="startup", also=(500,)),
 }
 
 

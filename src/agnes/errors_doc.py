@@ -59,17 +59,36 @@ def _md(text: str) -> str:
     return re.sub(r"<(?=[A-Za-z/])", r"\\<", text).replace("|", "\\|").replace("\n", " ")
 
 
-def _row(code: str, spec: ErrorSpec) -> str:
-    return f"| `{code}` | {spec.status} | {_md(spec.meaning)} | {_md(spec.hint)} |"
+def _statuses(values: tuple[int, ...]) -> str:
+    """`402, 406–412, 414` — consecutive statuses as a range."""
+    runs: list[list[int]] = []
+    for v in sorted(values):
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+
+
+def _status(spec: ErrorSpec, where: str) -> str:
+    if where != "api":
+        return str(spec.status)
+    if spec.where != "api":  # a health/start-up code that is also an HTTP answer
+        return f"{_statuses(spec.also)} (also {'at start-up' if spec.where == 'startup' else 'in health'})"
+    return f"{spec.status}; also {_statuses(spec.also)}" if spec.also else str(spec.status)
+
+
+def _row(code: str, spec: ErrorSpec, where: str) -> str:
+    return f"| `{code}` | {_status(spec, where)} | {_md(spec.meaning)} | {_md(spec.hint)} |"
 
 
 def render() -> str:
     """The whole docs/errors.md text, deterministic (catalogue order)."""
     out = [_HEADER.replace("{count}", str(len(CATALOG)))]
     for where, title, intro in _SECTIONS:
-        codes = [(c, s) for c, s in CATALOG.items() if s.where == where]
+        codes = [(c, s) for c, s in CATALOG.items() if s.where == where or (where == "api" and s.also)]
         out.append(f"## {title}\n\n{intro}\n\n| code | status | meaning | fix (default hint) |\n|---|---|---|---|")
-        out.extend(_row(c, s) for c, s in codes)
+        out.extend(_row(c, s, where) for c, s in codes)
         out.append("")
     unknown = sorted({s.where for s in CATALOG.values()} - {w for w, _, _ in _SECTIONS})
     if unknown:

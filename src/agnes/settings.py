@@ -13,12 +13,14 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
 
 from agnes.errors import StartupError
 from agnes.settings_query import QuerySettings, check_query_settings
+from agnes.version import CHANNELS, BuildInfo, __version__
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -76,6 +78,15 @@ class ReleaseSettings(msgspec.Struct, frozen=True, kw_only=True):
     check_interval_seconds: Annotated[int, msgspec.Meta(ge=60, le=7 * 86400)] = 21600
 
 
+class KeboolaSettings(msgspec.Struct, frozen=True, kw_only=True):
+    # Used when a `keboola` source's configure body omits keboola_url (and, with the token, for the
+    # source created at first start). The token itself is env only: Secrets.keboola_storage_token.
+    stack_url: str | None = None
+    # Cloud storage emulators for tests and local demos only (moto, agnes.devtools.gcs_server); never guessed.
+    s3_endpoint_url: str | None = None
+    gcs_endpoint_url: str | None = None
+
+
 class JobsSettings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None  # None = jobs run inside the server process
     __repr__ = _masked_repr
@@ -89,6 +100,7 @@ class Secrets(msgspec.Struct, frozen=True, kw_only=True):
     session_secret: str | None = None
     encryption_key: str | None = None
     setup_token: str | None = None
+    keboola_storage_token: str | None = None  # a Keboola source's token when its configure body omits it
     __repr__ = _masked_repr
     __rich_repr__ = _masked_rich_repr
 
@@ -104,12 +116,14 @@ class _FileConfig(msgspec.Struct, frozen=True, kw_only=True):
     connectors: ConnectorsSettings = msgspec.field(default_factory=ConnectorsSettings)
     query: QuerySettings = msgspec.field(default_factory=QuerySettings)
     release: ReleaseSettings = msgspec.field(default_factory=ReleaseSettings)
+    keboola: KeboolaSettings = msgspec.field(default_factory=KeboolaSettings)
     sources: tuple[dict[str, Any], ...] = ()  # raw here; the sources service validates them
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "instance": InstanceSettings, "server": ServerSettings, "auth": AuthSettings, "health": HealthSettings,
     "sync": SyncSettings, "connectors": ConnectorsSettings, "query": QuerySettings, "release": ReleaseSettings,
+    "keboola": KeboolaSettings,
 }
 # Every scalar key the file may set ("server.port" ...); besides these it has the `sources:` list.
 FILE_KEYS: tuple[str, ...] = tuple(f"{s}.{f}" for s, cls in _SECTIONS.items() for f in cls.__struct_fields__)
@@ -144,14 +158,21 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AGNES_QUERY_MEMORY_CAP": ("query.memory_cap", "Server process memory cap: auto, off or a size (6GB)."),
     "AGNES_RELEASE_MANIFEST_URL": ("release.manifest_url", "Release manifest URL; empty = never fetched."),
     "AGNES_RELEASE_CHECK_INTERVAL": ("release.check_interval_seconds", "Manifest re-fetch period, s (60..604800)."),
+    "AGNES_VERSION": ("build.version", "Version of this build (baked into the image); default: the package's."),
+    "AGNES_CHANNEL": ("build.channel", "Release channel of this build: dev or stable (baked into the image)."),
+    "AGNES_COMMIT": ("build.commit", "Git commit of this build (baked into the image)."),
     "REDIS_URL": ("jobs.redis_url", "Redis for arq workers; unset = jobs run in the server."),
     "JWT_SECRET_KEY": ("secrets.jwt_secret_key", "Signs access tokens; unset = generated into state/."),
     "SESSION_SECRET": ("secrets.session_secret", "Signs web sessions; unset = generated into state/."),
     "AGNES_ENCRYPTION_KEY": ("secrets.encryption_key", "Encrypts stored credentials; unset = state/."),
     "AGNES_SETUP_TOKEN": ("secrets.setup_token", "First-admin setup token; unset = generated."),
+    "KEBOOLA_STACK_URL": ("keboola.stack_url", "Keboola stack URL when a keboola source omits keboola_url."),
+    "KEBOOLA_STORAGE_TOKEN": ("secrets.keboola_storage_token", "Keboola Storage API token when the body omits it."),
+    "AGNES_KEBOOLA_S3_ENDPOINT_URL": ("keboola.s3_endpoint_url", "Tests/demos only: S3 emulator for Keboola exports."),
+    "AGNES_KEBOOLA_GCS_ENDPOINT_URL": ("keboola.gcs_endpoint_url", "Tests/demos only: GCS emulator for exports."),
 }
 SECRET_ENV_VARS = frozenset(("REDIS_URL", "JWT_SECRET_KEY", "SESSION_SECRET", "AGNES_ENCRYPTION_KEY",
-                             "AGNES_SETUP_TOKEN"))
+                             "AGNES_SETUP_TOKEN", "KEBOOLA_STORAGE_TOKEN"))
 # A key the file must not set, by its last name (or the variable's name) -> the variable to use.
 _ENV_ONLY = {p.rsplit(".", 1)[-1]: e for e, (p, _) in ENV_VARS.items() if p not in FILE_KEYS}
 _ENV_ONLY |= {e.lower(): e for e in _ENV_ONLY.values()}
@@ -178,6 +199,8 @@ class Settings(_FileConfig, frozen=True, kw_only=True):
     config_path: Path
     jobs: JobsSettings = msgspec.field(default_factory=JobsSettings)
     secrets: Secrets = msgspec.field(default_factory=Secrets)
+    build: BuildInfo = msgspec.field(default_factory=lambda: BuildInfo(version=__version__, channel="dev",
+                                                                       commit="unknown"))
     source_lines: tuple[int | None, ...] = ()  # line of each `sources` item in config_path
     warnings: tuple[str, ...] = ()  # ignored keys etc.; shown by /api/health
 
@@ -195,6 +218,15 @@ class Settings(_FileConfig, frozen=True, kw_only=True):
         """Where mounted (Tier A) connectors live: connectors.custom_dir, else <built-in>/custom."""
         custom = self.connectors.custom_dir
         return _absolute(custom) if custom else BUILTIN_CONNECTORS_DIR / "custom"
+
+    def env_setting(self, name: str) -> str | None:
+        """The setting behind variable `name` of ENV_VARS as text (None when unset), e.g. a source type's
+        server-side fallback. KeyError for an undeclared name: every variable Agnes reads is in ENV_VARS."""
+        value: Any = self
+        for part in ENV_VARS[name][0].split("."):
+            value = getattr(value, part)
+        text = "" if value is None else str(value).strip()
+        return text or None
 
     def source_origin(self, index: int) -> str:
         """'<file> line N' of declared source `index`, so later errors can point at it."""
@@ -245,10 +277,26 @@ class Settings(_FileConfig, frozen=True, kw_only=True):
             secrets=Secrets(
                 jwt_secret_key=get("JWT_SECRET_KEY"), session_secret=get("SESSION_SECRET"),
                 encryption_key=get("AGNES_ENCRYPTION_KEY"), setup_token=get("AGNES_SETUP_TOKEN"),
+                keboola_storage_token=get("KEBOOLA_STORAGE_TOKEN"),
             ),
+            build=build_info(env),
             source_lines=tuple(_line(lines, f"sources[{i}]") for i in range(len(cfg.sources))),
             warnings=tuple(warnings),
         )
+
+
+def build_info(env: Mapping[str, str] | None = None) -> BuildInfo:
+    """Version, channel and commit the image build baked in (env only, never the file).
+
+    Separate from `Settings.load` so `agnes version` answers even when the file is broken.
+    """
+    env = os.environ if env is None else env
+    version, channel, commit = ((env.get(n) or "").strip() for n in ("AGNES_VERSION", "AGNES_CHANNEL", "AGNES_COMMIT"))
+    if channel and channel not in CHANNELS:
+        raise StartupError("config_invalid", f"AGNES_CHANNEL={env['AGNES_CHANNEL']!r}: expected one of "
+                           f"{', '.join(CHANNELS)}", hint="The image build sets it (build arg AGNES_CHANNEL=dev or "
+                           "stable); unset it (default dev) or set one of those values, then start again.")
+    return BuildInfo(version=version or __version__, channel=channel or "dev", commit=commit or "unknown")
 
 
 def _read_file(path: Path, label: str) -> tuple[dict[Any, Any], dict[str, int]]:
@@ -356,6 +404,12 @@ def _check(cfg: _FileConfig, where: Callable[[str], str]) -> None:
         except ValueError:
             raise StartupError("config_invalid", f"{where(f'server.trusted_proxies[{i}]')}: {proxy!r} is "
                                "not an IP address, a network (10.0.0.0/8) or '*'") from None
+    url = cfg.release.manifest_url
+    if url and not _is_http_url(url):
+        raise StartupError("config_invalid", f"{where('release.manifest_url')}: {url!r} is not an http(s) URL",
+                           hint="Give an http:// or https:// URL of the release manifest (docs/releases.md), or "
+                           "set it empty to turn the check off (AGNES_RELEASE_MANIFEST_URL overrides the file), "
+                           "then start again.")
     if cfg.health.disk_fail_free_mb > cfg.health.disk_warn_free_mb:
         raise StartupError("config_invalid", f"{where('health.disk_fail_free_mb')}: must not be larger than "
                            f"health.disk_warn_free_mb ({cfg.health.disk_warn_free_mb})")
@@ -364,6 +418,14 @@ def _check(cfg: _FileConfig, where: Callable[[str], str]) -> None:
         if not isinstance(source.get("data_source"), str) or not source["data_source"]:
             raise StartupError("config_invalid", f"{where(f'sources[{i}]')}: every source needs "
                                "'data_source: <connector>' (e.g. data_source: sample)")
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url.strip())
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
 
 
 def _field_type(path: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.api.source_helpers import audit_rows
 from tests.conftest import create_user, login
+from tests.serving_helpers import wait_job
 
 
 async def viewer(client, admin_token, email="viewer@example.com", role="viewer"):
@@ -120,5 +121,28 @@ async def test_unregistering_a_table_never_widens_who_reads_it(client, admin_tok
     err(query, 404, "table_not_found")
     manifest = await client.get("/api/data/manifest", headers=admin)
     assert "sample.customers" in {i["id"] for i in manifest.json()["items"]}
+
+    # the next sync registers the still-extracted table again: restricted, not `inherit`
+    job = (await client.post("/api/sync/trigger", json={"source": "sample"}, headers=admin)).json()
+    assert (await wait_job(client, admin, job["job_id"]))["status"] == "succeeded"
+    again = (await client.get("/api/admin/tables/sample.customers", headers=admin)).json()
+    assert again["visibility"] == "restricted", again
+    assert await visible(client, me) == {"sample.orders", "sample.products"}
     await client.post("/api/admin/grants", json={"user_id": uid, "target": "sample.*"}, headers=admin)
     assert "sample.customers" in await visible(client, me)  # a source grant still covers it
+
+
+async def test_information_schema_lists_only_readable_tables(client, admin_token, auth, served):
+    admin = auth(admin_token)
+    uid, me = await viewer(client, admin_token)
+    await client.post("/api/admin/grants", json={"user_id": uid, "target": "sample.orders"}, headers=admin)
+    sql = "SELECT table_schema || '.' || table_name FROM information_schema.tables ORDER BY 1"
+    everything = await client.post("/api/query", json={"sql": sql}, headers=admin)  # asked first: never reused
+    assert everything.status_code == 200, everything.text
+    assert {r[0] for r in everything.json()["rows"]} == served
+    mine = await client.post("/api/query", json={"sql": sql}, headers=me)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["rows"] == [["sample.orders"]]
+    cols = await client.post("/api/query", json={"sql": "SELECT DISTINCT table_name FROM information_schema.columns"},
+                             headers=me)
+    assert cols.json()["rows"] == [["orders"]]

@@ -15,15 +15,13 @@ async def test_health_shape(client, admin_token):
     assert body["errors"] == [] and body["warnings"] == []
 
 
-async def test_build_info_comes_from_the_image(monkeypatch, make_settings):
+async def test_build_info_comes_from_the_image(make_settings):
     from litestar.testing import AsyncTestClient
 
     from agnes.app import create_app
 
-    monkeypatch.setenv("AGNES_VERSION", "2026.04.3")
-    monkeypatch.setenv("AGNES_CHANNEL", "stable")
-    monkeypatch.setenv("AGNES_COMMIT", "abc1234")
-    async with AsyncTestClient(app=create_app(make_settings())) as c:
+    settings = make_settings(AGNES_VERSION="2026.04.3", AGNES_CHANNEL="stable", AGNES_COMMIT="abc1234")
+    async with AsyncTestClient(app=create_app(settings)) as c:
         body = (await c.get("/api/health")).json()
     assert (body["version"], body["channel"], body["commit"]) == ("2026.04.3", "stable", "abc1234")
 

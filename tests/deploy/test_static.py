@@ -8,6 +8,7 @@ install command: a silent skip would let CI pass without checking anything.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -27,7 +28,7 @@ OVERRIDE = "deploy/compose/docker-compose.override.example.yml"
 COMPOSE_FILES = [*COMPOSE_ROOTS, "deploy/compose/docker-compose.yml", "deploy/compose/docker-compose.prod.yml",
                  OVERRIDE]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
-SHELL = [ROOT / "deploy" / "docker" / "entrypoint.sh", *sorted((ROOT / "scripts").glob("*.sh"))]
+SHELL = [ROOT / "deploy" / "docker" / "entrypoint.sh", ROOT / ".ci" / "run", *sorted((ROOT / "scripts").glob("*.sh"))]
 USER_FOLDERS = {ROOT / "custom-connectors"}  # created by the customer next to their override file
 
 
@@ -81,6 +82,11 @@ def test_default_stack_shape():
     assert services["app"]["environment"]["REDIS_URL"] == services["worker"]["environment"]["REDIS_URL"]
     proxy = services["caddy"]["networks"]["agnes"]["ipv4_address"]
     assert services["app"]["environment"]["AGNES_TRUSTED_PROXIES"] == proxy  # only Caddy is believed
+    for stack in (cfg, resolved(["docker-compose.prod.yml"])):  # no container can be given Caddy's address
+        (ipam,) = stack["networks"]["agnes"]["ipam"]["config"]
+        subnet, auto = ipaddress.ip_network(ipam["subnet"]), ipaddress.ip_network(ipam["ip_range"])
+        assert auto.subnet_of(subnet) and ipaddress.ip_address(proxy) in subnet
+        assert ipaddress.ip_address(proxy) not in auto
     prod = resolved(["docker-compose.prod.yml"])["services"]
     assert prod["app"]["image"] == "ghcr.io/keboola/agnes-the-ai-analyst:stable" and "build" not in prod["app"]
     assert resolved(["docker-compose.prod.yml"], AGNES_IMAGE_TAG="stable-2026.04.3")["services"]["worker"][
@@ -134,7 +140,10 @@ def test_every_referenced_file_exists():
                 if vol["type"] == "bind" and Path(vol["source"]) not in USER_FOLDERS:
                     assert Path(vol["source"]).exists(), (name, vol["source"])
             for env_file in svc.get("env_file", []):
-                assert env_file["path"].endswith("/.env") and not env_file.get("required", True)
+                assert not env_file.get("required", True), (name, env_file)
+                # Agnes's secrets (.env) reach Agnes only; a Tier B extractor gets its own extract.env.
+                want = "/extract.env" if svc.get("profiles") == ["extract"] else "/.env"
+                assert env_file["path"].endswith(want), (name, env_file)
     dockerfile = (ROOT / "Dockerfile").read_text()
     allowed = [line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.startswith("!")]
@@ -176,7 +185,50 @@ def test_image_and_docs_agree_on_the_manifest_url_and_build_args():
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())
     build = next(s for s in workflow["jobs"]["release"]["steps"] if s.get("uses", "").startswith("docker/build-push"))
     tags = build["with"]["tags"]
-    assert [t.split("}}:")[-1].split("-")[0] for t in tags.split("\n") if t] == ["stable", "stable", "sha"]
+    assert [t.split("}}:")[-1].split("-")[0] for t in tags.split("\n") if t] == ["stable", "sha"]  # :stable: later
+
+
+def steps_of(workflow: str, job: str) -> tuple[dict, list[dict]]:
+    jobs = yaml.safe_load((ROOT / ".github" / "workflows" / workflow).read_text())["jobs"]
+    return jobs[job], jobs[job]["steps"]
+
+
+def test_stable_and_the_manifest_have_one_lock():
+    """`:stable` moves and releases.json is written only by release/publish and smoke-test/deprecate, both in
+    the release-manifest group; the smoke test rolls back only when health or the smoke test failed, and moves
+    `:stable` back only while it still is the failed build."""
+    publish, steps = steps_of("release.yml", "publish")
+    deprecate, rollback = steps_of("smoke-test.yml", "deprecate")
+    for job in (publish, deprecate):
+        assert job["concurrency"] == {"group": "release-manifest", "cancel-in-progress": False}
+    writers = [(wf, s) for wf in WORKFLOWS for s in yaml.safe_load(wf.read_text())["jobs"].items()
+               if re.search(r"imagetools create -t \"\$IMAGE:stable\"|release upload release-manifest",
+                            json.dumps(s[1]))]
+    assert sorted((wf.name, name) for wf, (name, _) in writers) == [("release.yml", "publish"),
+                                                                    ("smoke-test.yml", "deprecate")]
+    run = "\n".join(s.get("run", "") for s in steps)
+    assert "|| true" not in run and "git log" not in run  # no silent fresh manifest; BREAKING from CHANGELOG
+    assert "grep -qx 'releases.json'" in run and '"$BREAKING" = true' in run
+    smoke, smoke_steps = steps_of("smoke-test.yml", "smoke")
+    assert smoke["outputs"]["failed"] == "${{ steps.health.outcome == 'failure' || steps.smoke.outcome == " \
+        "'failure' }}"
+    assert deprecate["if"] == "${{ always() && needs.smoke.outputs.failed == 'true' }}"
+    back = next(s for s in smoke_steps if s.get("id") == "rollback")
+    assert "steps.health.outcome == 'failure'" in back["if"] and "steps.smoke.outcome == 'failure'" in back["if"]
+    retag = next(s for s in rollback if s.get("id") == "retag")["run"]
+    assert retag.index('if [ "$stable" != "$failed" ]') < retag.index('create -t "$IMAGE:stable"')
+    _, release_steps = steps_of("release.yml", "release")
+    names = [s.get("name") or s.get("uses") for s in release_steps]
+    assert names.index("Move Unreleased under the new version") < names.index("docker/build-push-action@v7")
+    push = next(s for s in release_steps if s.get("name") == "Commit CHANGELOG.md to main")["run"]
+    assert "git rebase" in push and "::warning" in push and "exit 1" not in push
+
+
+def test_workflows_run_the_entrypoint_tests_as_root():
+    for wf in ("ci.yml", "pr-check.yml", "release.yml"):
+        text = (ROOT / ".github" / "workflows" / wf).read_text()
+        assert "sudo env PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m pytest" in text and \
+            "tests/deploy/test_entrypoint.py" in text, wf
 
 
 def test_workflows_pass_actionlint():

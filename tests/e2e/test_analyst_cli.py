@@ -125,3 +125,87 @@ def test_memory_cap_and_broken_streams(server: LiveServer, data_dir: Path):
     ok = httpx.post(server.url + "/api/query", headers=admin, json={"sql": "SELECT 1 AS one"})
     assert ok.json()["rows"] == [[1]]
     assert os.path.exists(server.log)
+
+
+def prompt_login(args: list[str], data_dir: Path, client_cfg: Path, password: str) -> tuple[int, str]:
+    """Run `agnes login` on a pseudo-terminal and answer its hidden password prompt like a person."""
+    import pty
+    import select
+    import termios
+
+    from tests.helpers import AGNES, agnes_env
+
+    env = agnes_env(data_dir, AGNES_CLIENT_CONFIG=str(client_cfg), COLUMNS="200")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session with the pty as its controlling terminal (getpass reads /dev/tty)
+        os.execvpe(AGNES[0], [*AGNES, *args], env)  # noqa: S606 - the test's own interpreter
+    seen, answered, deadline = b"", False, time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if not answered and b"Password:" in seen and not termios.tcgetattr(fd)[3] & termios.ECHO:
+                os.write(fd, password.encode() + b"\n")  # only once echo is off: getpass flushes earlier input
+                answered = True
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(fd)  # a child still waiting gets SIGHUP
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+def test_login_prompt_token_reuse_and_named_pull(server: LiveServer, data_dir: Path, tmp_path: Path):
+    admin = admin_setup(server.url, data_dir)
+    user = httpx.post(server.url + "/api/users", headers=admin,
+                      json={"email": ANALYST, "password": ANALYST_PASSWORD, "role": "analyst"}).json()
+    httpx.post(server.url + "/api/admin/grants", headers=admin, json={"user_id": user["id"], "target": "sample.*"})
+    cfg, local = tmp_path / "client" / "client.json", tmp_path / "analysis"
+
+    code, screen = prompt_login(["login", "--url", server.url, "--email", ANALYST, "--dir", str(local)],
+                                data_dir, cfg, ANALYST_PASSWORD)
+    assert code == 0, screen
+    assert "Password:" in screen and ANALYST_PASSWORD not in screen  # hidden input, never echoed
+    first = json.loads(cfg.read_text())["token"]
+
+    def tokens(token: str) -> list[dict]:
+        resp = httpx.get(server.url + "/api/tokens", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status_code == 200, resp.text
+        return resp.json()["items"]
+
+    assert len(tokens(first)) == 1
+    again = agnes(["login", "--url", server.url, "--email", ANALYST, "--password-stdin", "--dir", str(local)],
+                  data_dir, cfg, input=ANALYST_PASSWORD + "\n")
+    assert again.returncode == 0, again.stderr
+    second = json.loads(cfg.read_text())["token"]
+    assert second != first and "Revoked the previous API token" in again.stdout, again.stdout + again.stderr
+    assert [t["prefix"] for t in tokens(second)] == [second[:12]]  # logins do not pile up tokens
+    assert httpx.get(server.url + "/api/me", headers={"Authorization": f"Bearer {first}"}).status_code == 401
+
+    # --token: a token made elsewhere (e.g. in the UI); the login-made one is revoked once it works
+    made = httpx.post(server.url + "/api/tokens", json={"name": "laptop"},
+                      headers={"Authorization": f"Bearer {second}"}).json()["token"]
+    with_token = agnes(["login", "--url", server.url, "--token", made, "--dir", str(local)], data_dir, cfg)
+    assert with_token.returncode == 0, with_token.stderr
+    stored = json.loads(cfg.read_text())
+    assert stored["token"] == made and stored["email"] == ANALYST and stored["token_kind"] == "api"
+    assert [t["name"] for t in tokens(made)] == ["laptop"]
+    bad = agnes(["login", "--url", server.url, "--token", "agnes_not-a-real-token"], data_dir, cfg)
+    assert bad.returncode == 1 and "hint" in bad.stderr
+    assert json.loads(cfg.read_text())["token"] == made  # a failed login keeps the working one
+
+    named = agnes(["pull", "sample.orders", "sample.products"], data_dir, cfg)
+    assert named.returncode == 0, named.stderr
+    assert "downloaded 2, up to date 0, removed 0" in named.stdout
+    assert (local / "data" / "sample" / "orders.parquet").is_file()
+    assert not (local / "data" / "sample" / "customers.parquet").exists()
+    unknown = agnes(["pull", "sample.nope"], data_dir, cfg)
+    assert unknown.returncode == 1 and "table_not_found" in unknown.stderr and "agnes catalog" in unknown.stderr
+    counted = agnes(["query", "SELECT count(*) AS n FROM sample.orders", "--format", "json"], data_dir, cfg)
+    assert json.loads(counted.stdout)["rows"] == [[10_000]], counted.stderr

@@ -65,6 +65,8 @@ def test_reset_password_recovers_a_locked_out_admin(server: LiveServer, data_dir
 def test_version_command(data_dir: Path):
     out = run_agnes(["version"], data_dir, AGNES_VERSION="2026.04.3", AGNES_CHANNEL="stable", AGNES_COMMIT="abc1234")
     assert out.returncode == 0 and "2026.04.3" in out.stdout and "stable" in out.stdout and "abc1234" in out.stdout
+    bad = run_agnes(["version"], data_dir, AGNES_CHANNEL="beta")
+    assert bad.returncode == 2 and "AGNES_CHANNEL='beta'" in bad.stderr and "hint" in bad.stderr
 
 
 def test_bad_config_refuses_to_start_naming_file_line_key(data_dir: Path):

@@ -87,10 +87,53 @@ def test_breaking_entry_needs_a_migration_guide(repo: Path):
     assert check(repo).returncode == 0
 
 
-def test_bad_base_is_a_usage_error_with_a_hint(repo: Path):
+def test_non_breaking_prose_is_not_a_breaking_entry_and_star_bullets_count(repo: Path):
+    commit(repo, {"src/a.py": "a = 4\n",
+                  "CHANGELOG.md": with_entry("* NON-BREAKING: `a` is 4; nothing BREAKING here.\n")})
+    res = check(repo)
+    assert res.returncode == 0 and "changelog ok" in res.stdout, res.stderr  # a `* ` bullet is an entry
+    commit(repo, {"CHANGELOG.md": with_entry("* **BREAKING** `a` is 4.\n")})
+    res = check(repo)
+    assert res.returncode == 1 and "BREAKING entry without a migration guide" in res.stderr
+    commit(repo, {"CHANGELOG.md": with_entry("+ BREAKING: `a` is 4.\n")})
+    assert "BREAKING entry without a migration guide" in check(repo).stderr
+
+
+def test_a_breaking_commit_needs_a_breaking_entry_with_a_migration(repo: Path):
+    (repo / "src" / "a.py").write_text("a = 5\n")
+    (repo / "CHANGELOG.md").write_text(with_entry("- `a` is 5.\n"))
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "Rename a\n\nBREAKING: callers must read a as 5.")
+    commit(repo, {"docs/x.md": "later, unrelated\n"})  # the marker need not be on the last commit
+    res = check(repo)
+    assert res.returncode == 1, res.stderr
+    assert "is marked BREAKING" in res.stderr and "'Rename a'" in res.stderr and "hint:" in res.stderr
+    commit(repo, {"CHANGELOG.md": with_entry("- **BREAKING:** `a` is 5.\n")})
+    assert "is marked BREAKING" in check(repo).stderr  # an entry without its migration is not enough
+    commit(repo, {"CHANGELOG.md": with_entry("- **BREAKING:** `a` is 5.\n  Migration: read `a` as 5.\n")})
+    res = check(repo)
+    assert res.returncode == 0, res.stderr
+
+
+def test_bad_base_is_an_environment_error_with_a_hint(repo: Path):
     res = subprocess.run([*AGNES, "release", "changelog", "--check", "--base", "nope", "--repo", str(repo)],
                          capture_output=True, text=True)
-    assert res.returncode == 1 and "fetch-depth" in res.stderr
+    assert res.returncode == 2 and "fetch-depth" in res.stderr and "hint:" in res.stderr
+
+
+@pytest.mark.parametrize(("entry", "breaking"), [
+    ("- **BREAKING:** `_meta` gains `owner`.\n  Migration: add it.\n", True),
+    ("- NON-BREAKING: `_meta` docs.\n", False),
+])
+def test_release_json_says_whether_the_released_section_is_breaking(repo: Path, tmp_path: Path, entry: str,
+                                                                     breaking: bool):
+    import json
+
+    (repo / "CHANGELOG.md").write_text(with_entry(entry))
+    res = subprocess.run([*AGNES, "release", "changelog", "--release", "2026.04.3", "--json", "--repo", str(repo)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"version": "2026.04.3", "breaking": breaking, "notes": None}
 
 
 def test_release_moves_unreleased_and_writes_notes(repo: Path, tmp_path: Path):

@@ -117,10 +117,9 @@ async def health_warnings(client: AsyncTestClient, want: str | None, within: flo
 
 
 async def test_health_warns_a_deprecated_instance_and_keeps_the_warning_offline(
-        served: Served, data_dir: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AGNES_VERSION", "2026.04.3")
-    monkeypatch.setenv("AGNES_CHANNEL", "stable")
-    settings = Settings.load({"DATA_DIR": str(data_dir), "AGNES_RELEASE_MANIFEST_URL": served.url})
+        served: Served, data_dir: Path):
+    settings = Settings.load({"DATA_DIR": str(data_dir), "AGNES_RELEASE_MANIFEST_URL": served.url,
+                              "AGNES_VERSION": "2026.04.3", "AGNES_CHANNEL": "stable"})
     async with AsyncTestClient(create_app(settings)) as client:
         warnings = await health_warnings(client, DEPRECATED)
         assert warnings[0].startswith(DEPRECATED) and warnings[1].startswith("Update available: stable 2026.04.5")
@@ -130,11 +129,10 @@ async def test_health_warns_a_deprecated_instance_and_keeps_the_warning_offline(
         assert (await health_warnings(client, DEPRECATED))[0].startswith(DEPRECATED)
 
 
-async def test_a_slow_manifest_server_never_blocks_start_up(served: Served, data_dir: Path,
-                                                            monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AGNES_VERSION", "2026.04.3")
+async def test_a_slow_manifest_server_never_blocks_start_up(served: Served, data_dir: Path):
     served.delay = 3.0
-    settings = Settings.load({"DATA_DIR": str(data_dir), "AGNES_RELEASE_MANIFEST_URL": served.url})
+    settings = Settings.load({"DATA_DIR": str(data_dir), "AGNES_RELEASE_MANIFEST_URL": served.url,
+                              "AGNES_VERSION": "2026.04.3"})
     began = time.monotonic()
     async with AsyncTestClient(create_app(settings)) as client:
         assert (await client.get("/api/health")).status_code == 200
@@ -142,12 +140,11 @@ async def test_a_slow_manifest_server_never_blocks_start_up(served: Served, data
         assert (await health_warnings(client, DEPRECATED, within=10))[0].startswith(DEPRECATED)
 
 
-async def test_garbage_keeps_the_last_good_copy_and_empty_url_means_off(served: Served, data_dir: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("AGNES_VERSION", "2026.04.3")
+async def test_garbage_keeps_the_last_good_copy_and_empty_url_means_off(served: Served, data_dir: Path):
     from agnes.services import releases
 
-    settings = Settings.load({"DATA_DIR": str(data_dir), "AGNES_RELEASE_MANIFEST_URL": served.url})
+    settings = Settings.load({"DATA_DIR": str(data_dir), "AGNES_RELEASE_MANIFEST_URL": served.url,
+                              "AGNES_VERSION": "2026.04.3"})
     async with AsyncTestClient(create_app(settings)) as client:
         await health_warnings(client, DEPRECATED)
         instance = client.app.state.instance
@@ -155,7 +152,7 @@ async def test_garbage_keeps_the_last_good_copy_and_empty_url_means_off(served: 
         assert await releases.refresh(instance, served.url) is False
         assert (await health_warnings(client, None))[0].startswith(DEPRECATED)
     hits = served.hits
-    off = Settings.load({"DATA_DIR": str(data_dir), "AGNES_RELEASE_MANIFEST_URL": ""})
+    off = Settings.load({"DATA_DIR": str(data_dir), "AGNES_RELEASE_MANIFEST_URL": "", "AGNES_VERSION": "2026.04.3"})
     assert off.release.manifest_url is None
     async with AsyncTestClient(create_app(off)) as client:
         await asyncio.sleep(0.3)

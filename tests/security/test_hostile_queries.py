@@ -106,8 +106,9 @@ HOSTILE: list[tuple[str, str, str]] = [
     ("unnest_subquery", "SELECT * FROM unnest((SELECT list(salary) FROM beta.salaries))", TABLE),
     ("describe", "DESCRIBE beta.salaries", TABLE),
     ("summarize", "SUMMARIZE beta.salaries", TABLE),
-    ("information_schema", "SELECT * FROM information_schema.tables", TABLE),
-    ("information_schema_columns", "SELECT * FROM information_schema.columns WHERE table_schema = 'beta'", TABLE),
+    # information_schema.tables/columns answer, filtered (test_information_schema_shows_only_readable_tables)
+    ("information_schema_other", "SELECT * FROM information_schema.schemata", TABLE),
+    ("information_schema_catalog", "SELECT * FROM system.information_schema.tables", TABLE),
     ("duckdb_tables_fn", "SELECT * FROM duckdb_tables()", FUNCTION),
     ("duckdb_views_fn", "SELECT sql FROM duckdb_views()", FUNCTION),
     ("duckdb_views_view", "SELECT * FROM duckdb_views", TABLE),
@@ -201,3 +202,27 @@ async def test_nothing_was_written_and_the_catalog_is_still_locked(
     assert settings.to_pylist() == [{settings.column_names[0]: False, settings.column_names[1]: True}]
     result = await executor.run(await executor.guard("SELECT count(*) AS n FROM orders", readable=alpha_only))
     assert result.table.to_pylist() == [{"n": 4}]
+
+
+async def test_information_schema_shows_only_readable_tables(executor: QueryExecutor) -> None:
+    """design.md: the information schema shows only what the user may read -- rewritten to literal
+    rows of the readable tables, so nothing of beta (names, columns, paths) can appear."""
+    guarded = await executor.guard("SELECT table_schema, table_name FROM information_schema.tables ORDER BY 2",
+                                   readable=alpha_only)
+    assert guarded.per_user and "beta" not in guarded.sql and "information_schema" not in guarded.sql
+    rows = (await executor.run(guarded)).table.to_pylist()
+    assert rows and {r["table_schema"] for r in rows} == {"alpha"}
+    assert {"customers", "orders"} <= {r["table_name"] for r in rows}
+    cols = await executor.run(await executor.guard(
+        "SELECT c.table_name, column_name, data_type FROM information_schema.columns c "
+        "WHERE table_schema = 'alpha' AND c.table_name = 'customers' ORDER BY ordinal_position", readable=alpha_only))
+    assert [r["column_name"] for r in cols.table.to_pylist()] == ["id", "name"]
+    beta = await executor.run(await executor.guard(
+        "SELECT count(*) AS n FROM information_schema.columns WHERE table_schema = 'beta'", readable=alpha_only))
+    assert beta.table.to_pylist() == [{"n": 0}]
+    nothing = await executor.run(await executor.guard("SELECT * FROM information_schema.tables",
+                                                      readable=lambda t: False))
+    assert nothing.table.num_rows == 0 and "table_name" in nothing.table.column_names
+    everything = await executor.guard("SELECT DISTINCT table_schema FROM information_schema.tables",
+                                      readable=lambda t: True)
+    assert {r["table_schema"] for r in (await executor.run(everything)).table.to_pylist()} == {"alpha", "beta"}

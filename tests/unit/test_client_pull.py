@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agnes.client.api import AgnesApi
+from agnes.client.api import AgnesApi, ClientError
 from agnes.client.local import LocalFolder
 from agnes.client.pull import pull
 
@@ -28,12 +28,14 @@ class FakeServer:
         self.files = {"s.a": parquet(3), "s.b": parquet(5)}
         self.hashes = {"s.a": "h-a1", "s.b": "h-b1"}
         self.broken: set[str] = set()
+        self.unavailable: set[str] = set()  # listed with status "unavailable" and no hash
         self.downloads: list[str] = []
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/data/manifest":
             items = [{"id": t, "rows": None, "size_bytes": len(self.files[t]), "extracted_at": None,
-                      "hash": self.hashes[t]} for t in sorted(self.files)]
+                      "hash": None if t in self.unavailable else self.hashes[t],
+                      "status": "unavailable" if t in self.unavailable else "ok"} for t in sorted(self.files)]
             return httpx.Response(200, json={"items": items, "count": len(items)})
         table = request.url.path.split("/")[3]
         if request.headers.get("if-none-match") == f'"{self.hashes[table]}"':
@@ -109,3 +111,27 @@ def test_truncated_but_complete_looking_download_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not valid Parquet"):
         folder.write_atomically("s.t", [parquet(10)[:-20]])
     assert not folder.file_for("s.t").exists() and folder.leftovers() == []
+
+
+def test_a_table_unavailable_on_the_server_keeps_its_local_copy(server, tmp_path):
+    folder = LocalFolder(tmp_path / "data")
+    pull(api(server), folder)
+    server.unavailable.add("s.b")
+    server.hashes["s.b"] = "h-b2"
+    report = pull(api(server), folder)
+    assert report.removed == [] and report.unavailable == ["s.b"] and not report.failed
+    assert folder.file_for("s.b").exists() and count(folder, "s.b") == 5
+    assert server.downloads == ["s.a", "s.b"]  # nothing fetched for it
+    named = pull(api(server), folder, ["s.b"])  # asked for by name: reported, still kept
+    assert "cannot be read" in named.failed["s.b"] and count(folder, "s.b") == 5
+    server.unavailable.clear()
+    assert pull(api(server), folder).downloaded == ["s.b"]
+
+
+def test_pull_named_tables_only(server, tmp_path):
+    folder = LocalFolder(tmp_path / "data")
+    report = pull(api(server), folder, ["s.b"])
+    assert report.downloaded == ["s.b"] and server.downloads == ["s.b"] and not folder.file_for("s.a").exists()
+    with pytest.raises(ClientError) as info:
+        pull(api(server), folder, ["s.nope"])
+    assert info.value.code == "table_not_found" and "agnes catalog" in info.value.hint

@@ -36,10 +36,27 @@ DYNAMIC_OK = {
 }
 
 
+# Calls that pass an HTTP status held in a variable, and why it can only be a declared one.
+DYNAMIC_STATUS_OK = {
+    ("api/errors.py", "handle_http_exception"): "_BY_STATUS's status for its code, else request_error with "
+                                                "a 4xx of the HTTP layer (test_http_layer_statuses_are_declared)",
+    ("services/query.py", "to_agnes_error"): "engine.HTTP_STATUS (scanned as code -> status)",
+}
+# Modules whose AgnesErrors never become an HTTP answer, and why.
+NOT_HTTP = {"jobs/sync.py": "raised inside a sync job: recorded on the job and in GET /api/health errors"}
+# Dicts mapping an error code to the HTTP status it is answered with.
+CODE_STATUS_DICTS = {"HTTP_STATUS"}
+
+
 @dataclass
 class Scan:
     codes: dict[str, list[str]] = field(default_factory=dict)  # code -> ["file:line", ...]
     dynamic: list[tuple[str, str, int]] = field(default_factory=list)  # (file, function, line)
+    # HTTP answers: (code, status or None for the catalogue's default, "file:line")
+    http: list[tuple[str, int | None, str]] = field(default_factory=list)
+    dynamic_status: list[tuple[str, str, int]] = field(default_factory=list)  # (file, function, line)
+    # hints written where an error is raised: (code or None, the hint's literal text, "file:line")
+    hints: list[tuple[str | None, str, str]] = field(default_factory=list)
 
     def add(self, code: str, where: str) -> None:
         self.codes.setdefault(code, []).append(where)
@@ -59,6 +76,25 @@ def _str(node: ast.AST | None, consts: dict[str, str]) -> str | None:
     if isinstance(node, ast.Name):
         return consts.get(node.id)
     return None
+
+
+def _text(node: ast.AST | None, consts: dict[str, str]) -> list[str]:
+    """The literal text of a hint expression, one string per way it can come out (an `x if c else y`
+    gives two); f-string fields count as `{}` unless they name a module constant. [] when not literal."""
+    if node is None:
+        return []
+    if (s := _str(node, consts)) is not None:
+        return [s]
+    if isinstance(node, ast.JoinedStr):
+        return ["".join(v.value if isinstance(v, ast.Constant) else
+                        (_str(v.value, consts) or "{}") if isinstance(v, ast.FormattedValue) else "{}"
+                        for v in node.values)]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _text(node.left, consts) or ["{}"], _text(node.right, consts) or ["{}"]
+        return [a + b for a in left for b in right]
+    if isinstance(node, ast.IfExp):
+        return _text(node.body, consts) + _text(node.orelse, consts)
+    return []
 
 
 def code_takers(files: dict[str, str]) -> tuple[dict[str, int], dict[str, set[str]]]:
@@ -105,21 +141,51 @@ def scan_source(text: str, rel: str, scan: Scan, takers: dict[str, int], shadowe
                 return node.name
         return "<module>"
 
+    def class_code(node: ast.AST) -> str | None:
+        """The `code = "..."` attribute of the class a method belongs to (engine exceptions)."""
+        while node in parents:
+            node = parents[node]
+            if isinstance(node, ast.ClassDef):
+                return next((_str(n.value, consts) for n in node.body if isinstance(n, ast.Assign)
+                             and "code" in {_name(t) for t in n.targets}), None)
+        return None
+
     for node in ast.walk(tree):
         where = f"{rel}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, ast.Call):
             callee = _name(node.func)
-            arg: ast.AST | None = next((k.value for k in node.keywords if k.arg == "code"), None)
-            if callee in takers and callee not in shadowed and arg is None and 0 <= takers[callee] < len(node.args):
+            kw = {k.arg: k.value for k in node.keywords if k.arg}
+            arg: ast.AST | None = kw.get("code")
+            takes = callee in takers and callee not in shadowed
+            if takes and arg is None and 0 <= takers[callee] < len(node.args):
                 arg = node.args[takers[callee]]
+            hint = kw.get("hint")
+            if hint is None and takes and callee == "QueryRefused" and len(node.args) > 2:
+                hint = node.args[2]
+            code = _str(arg, consts)
+            scan.hints.extend((code, text, where) for text in _text(hint, consts))
             if arg is None:
                 continue
-            if (code := _str(arg, consts)) is not None:
+            if code is not None:
                 scan.add(code, where)
             else:
                 scan.dynamic.append((rel, function_of(node), node.lineno))
+            if takes and takers[callee] == 0 and callee not in ("StartupError", "QueryRefused") \
+                    and rel not in NOT_HTTP:
+                status = kw.get("status")  # an AgnesError is an HTTP answer (StartupError stops the process)
+                if status is not None and not (isinstance(status, ast.Constant) and isinstance(status.value, int)):
+                    scan.dynamic_status.append((rel, function_of(node), node.lineno))
+                elif code is not None:
+                    scan.http.append((code, status.value if isinstance(status, ast.Constant) else None, where))
+        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == "hint"
+                                                  for t in node.targets):
+            scan.hints.extend((class_code(node), text, where) for text in _text(node.value, consts))
         elif isinstance(node, ast.Assign):
             names = {_name(t) for t in node.targets}
+            if isinstance(node.value, ast.Dict) and names & CODE_STATUS_DICTS:
+                for key, value in zip(node.value.keys, node.value.values, strict=True):
+                    if (code := _str(key, consts)) is not None and isinstance(value, ast.Constant):
+                        scan.http.append((code, value.value, where))
             if isinstance(node.value, ast.Dict) and names & (CODE_KEY_DICTS | CODE_VALUE_DICTS):
                 for item in node.value.keys if names & CODE_KEY_DICTS else node.value.values:
                     if (code := _str(item, consts)) is not None:
@@ -181,6 +247,42 @@ def test_codes_from_variables_come_only_from_known_sites():
                             "site to DYNAMIC_OK with the reason it can only carry catalogued codes")
 
 
+def test_statuses_at_raise_sites_are_declared():
+    scan = scan_src()
+    assert len(scan.http) > 40, "the scan found too few raise sites; has the raising style changed?"
+    wrong = []
+    for code, status, where in scan.http:
+        spec = CATALOG.get(code)
+        if spec is None:
+            continue  # reported by test_every_code_raised_in_src_is_catalogued
+        status = status or spec.status
+        if status in spec.also or (spec.where == "api" and status == spec.status):
+            continue
+        wrong.append(f"{where}: {code} answered with HTTP {status}, but CATALOG declares "
+                     f"{spec.status} ({spec.where}) and also={spec.also}")
+    assert not wrong, ("add the status to the code's ErrorSpec `also` (docs/errors.md lists it), or use another "
+                       "code:\n" + "\n".join(wrong))
+    unexpected = [d for d in scan.dynamic_status if (d[0], d[1]) not in DYNAMIC_STATUS_OK]
+    assert not unexpected, f"status= from a variable at {unexpected}: pass a literal, or add the site to " \
+                           "DYNAMIC_STATUS_OK with the reason it can only carry declared statuses"
+
+
+def test_http_layer_statuses_are_declared():
+    """Every 4xx Litestar can raise is answered with a code whose CATALOG entry declares that status."""
+    from http import HTTPStatus
+
+    from litestar.exceptions import HTTPException
+
+    from agnes.api.errors import handle_http_exception
+
+    for status in (s.value for s in HTTPStatus if 400 <= s.value < 500):
+        answer = handle_http_exception(None, HTTPException(status_code=status))  # type: ignore[arg-type]
+        code = answer.content.error.code
+        assert answer.status_code == status, (status, code)
+        assert status == CATALOG[code].status or status in CATALOG[code].also, \
+            f"HTTP {status} comes back as {code}, whose CATALOG entry does not declare it"
+
+
 def test_the_scan_catches_an_undeclared_code(tmp_path: Path):
     (tmp_path / "errors.py").write_text("class AgnesError(Exception): ...")
     (tmp_path / "client").mkdir()
@@ -208,6 +310,30 @@ def k():
     scan = scan_src(tmp_path)
     assert set(scan.codes) == {"made_up_code", "made_up_attr", "made_up_subclass", "made_up_late"}
     assert [(f, fn) for f, fn, _ in scan.dynamic] == [("mod.py", "h")]
+
+
+def test_the_scan_catches_statuses_and_hints_at_raise_sites(tmp_path: Path):
+    (tmp_path / "errors.py").write_text("class AgnesError(Exception): ...\nclass StartupError(AgnesError): ...")
+    (tmp_path / "mod.py").write_text('''
+ENV = "AGNES_QUERY_TIMEOUT"
+HTTP_STATUS = {"query_timeout": 408}
+class Slow(Exception):
+    code = "query_timeout"
+    def __init__(self, n):
+        self.hint = f"Wait {n} s."
+def f(path, s):
+    raise AgnesError("data_dir_unusable", "m", status=500, hint=f"Fix {path} by hand.")
+def g():
+    raise StartupError("config_invalid", status=400, hint="Set " + ENV + " lower." if s else "Try later.")
+def h(s):
+    raise AgnesError("bad_request", status=s)
+''')
+    scan = scan_src(tmp_path)
+    assert sorted(scan.http) == [("data_dir_unusable", 500, "mod.py:9"), ("query_timeout", 408, "mod.py:3")]
+    assert [(f, fn) for f, fn, _ in scan.dynamic_status] == [("mod.py", "h")]
+    assert sorted(t for _, t, _ in scan.hints) == ["Fix {} by hand.", "Set AGNES_QUERY_TIMEOUT lower.",
+                                                   "Try later.", "Wait {} s."]
+    assert [t for c, t, _ in scan.hints if not actionable(c, t)] == ["Wait {} s.", "Fix {} by hand.", "Try later."]
 
 
 # --- the hints ----------------------------------------------------------------------------
@@ -240,9 +366,28 @@ def concrete_actions(hint: str) -> list[str]:
     return found
 
 
+SQL_FIX = re.compile(r"\b(SELECT|WHERE|LIMIT|FROM|JOIN|PIVOT|CAST|GROUP BY)\b|';'")
+
+
+def actionable(code: str | None, hint: str) -> bool:
+    """An endpoint, env var, command or header to use; for SQL errors, the SQL to write instead."""
+    sql_error = bool(code) and (code.startswith("query_") or code in ("multiple_statements",  # type: ignore[union-attr]
+                                                                      "function_not_allowed"))
+    return bool(concrete_actions(hint) or (sql_error and SQL_FIX.search(hint)))
+
+
 def test_every_hint_names_a_concrete_action():
     vague = {code: spec.hint for code, spec in CATALOG.items() if not concrete_actions(spec.hint)}
     assert not vague, f"hints that name no endpoint, env var, command or header: {vague}"
+
+
+def test_every_hint_written_at_a_raise_site_names_a_concrete_action():
+    """Hints written where an error is raised (hint=..., f-string text included) replace the catalogue's."""
+    scan = scan_src()
+    assert len(scan.hints) > 30, "the scan found too few hints; has the raising style changed?"
+    vague = [f"{where} ({code}): {text!r}" for code, text, where in scan.hints if not actionable(code, text)]
+    assert not vague, "hints that name no endpoint, env var, command or header (or, for SQL errors, the SQL " \
+                      "to write):\n" + "\n".join(vague)
 
 
 def test_env_vars_named_in_hints_exist():

@@ -254,3 +254,55 @@ def test_query_settings_from_file_and_env(tmp_path: Path) -> None:
     (tmp_path / "config" / "instance.yaml").write_text("query:\n  memory_cap: huge\n")
     with pytest.raises(StartupError, match=r"instance.yaml line 2: query.memory_cap: 'huge' is not a size"):
         Settings.load({"DATA_DIR": str(tmp_path)})
+
+
+def test_build_identity_comes_from_the_environment_and_the_channel_is_checked(tmp_path: Path) -> None:
+    s = Settings.load({"DATA_DIR": str(tmp_path), "AGNES_VERSION": "2026.04.3", "AGNES_CHANNEL": "stable",
+                       "AGNES_COMMIT": "abc1234"})
+    assert (s.build.version, s.build.channel, s.build.commit) == ("2026.04.3", "stable", "abc1234")
+    assert s.env_setting("AGNES_CHANNEL") == "stable"
+    plain = Settings.load({"DATA_DIR": str(tmp_path), "AGNES_CHANNEL": ""})
+    assert plain.build.channel == "dev" and plain.build.commit == "unknown" and plain.build.version
+    with pytest.raises(StartupError) as info:
+        Settings.load({"DATA_DIR": str(tmp_path), "AGNES_CHANNEL": "beta"})
+    assert info.value.code == "config_invalid" and "AGNES_CHANNEL='beta'" in info.value.message
+    assert "dev, stable" in info.value.message and "build arg AGNES_CHANNEL" in info.value.hint
+    write_config(tmp_path, "release:\n  version: 2026.04.3\n")  # never from the file
+    assert "set AGNES_VERSION" in Settings.load({"DATA_DIR": str(tmp_path)}).warnings[0]
+
+
+@pytest.mark.parametrize("url", ["garbage", "ftp://x", "https://", "file:///etc/passwd", "http://[::1"])
+def test_release_manifest_url_must_be_http(tmp_path: Path, url: str) -> None:
+    with pytest.raises(StartupError) as info:
+        Settings.load({"DATA_DIR": str(tmp_path), "AGNES_RELEASE_MANIFEST_URL": url})
+    assert info.value.message == f"AGNES_RELEASE_MANIFEST_URL={url!r}: {url!r} is not an http(s) URL"
+    assert "http:// or https://" in info.value.hint and "empty to turn the check off" in info.value.hint
+    write_config(tmp_path, f"release:\n  manifest_url: '{url}'\n")
+    assert "instance.yaml line 2: release.manifest_url" in load_error({"DATA_DIR": str(tmp_path)})
+
+
+def test_release_manifest_url_accepts_http_and_empty_means_off(tmp_path: Path) -> None:
+    url = "https://github.com/keboola/agnes-the-ai-analyst/releases/download/release-manifest/releases.json"
+    assert Settings.load({"DATA_DIR": str(tmp_path), "AGNES_RELEASE_MANIFEST_URL": url}).release.manifest_url == url
+    assert Settings.load({"DATA_DIR": str(tmp_path), "AGNES_RELEASE_MANIFEST_URL": ""}).release.manifest_url is None
+    write_config(tmp_path, "release:\n  manifest_url: ''\n")
+    assert Settings.load({"DATA_DIR": str(tmp_path)}).release.manifest_url == ""
+
+
+def test_keboola_settings_from_env_and_file_and_every_source_fallback_is_declared(tmp_path: Path) -> None:
+    from agnes.services.source_types import SOURCE_TYPES
+
+    fallbacks = {spec.fallback_env for t in SOURCE_TYPES.values() for spec in (*t.options, *t.secrets)
+                 if spec.fallback_env}
+    assert fallbacks and fallbacks <= set(ENV_VARS)  # the server reads no variable behind Settings' back
+    s = Settings.load({"DATA_DIR": str(tmp_path), "KEBOOLA_STORAGE_TOKEN": "kbc-secret",
+                       "KEBOOLA_STACK_URL": "https://connection.keboola.com",
+                       "AGNES_KEBOOLA_S3_ENDPOINT_URL": "http://127.0.0.1:5000"})
+    assert s.env_setting("KEBOOLA_STORAGE_TOKEN") == "kbc-secret" and "kbc-secret" not in repr(s.secrets)
+    assert s.keboola.stack_url == s.env_setting("KEBOOLA_STACK_URL") == "https://connection.keboola.com"
+    assert (s.keboola.s3_endpoint_url, s.keboola.gcs_endpoint_url) == ("http://127.0.0.1:5000", None)
+    assert Settings.load({"DATA_DIR": str(tmp_path)}).env_setting("KEBOOLA_STORAGE_TOKEN") is None
+    write_config(tmp_path, "keboola:\n  stack_url: https://eu.keboola.com\n  storage_token: nope\n")
+    s = Settings.load({"DATA_DIR": str(tmp_path)})
+    assert s.env_setting("KEBOOLA_STACK_URL") == "https://eu.keboola.com"
+    assert s.secrets.keboola_storage_token is None and any("secret" in w for w in s.warnings)  # never from the file

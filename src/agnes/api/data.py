@@ -27,8 +27,10 @@ class DataController(Controller):
 
     @get("/manifest", operation_id="getDataManifest", summary="Local tables you may download, with content hashes",
          description="`hash` changes only when the data does (re-syncing unchanged data keeps it): download a "
-                     "table again only when its hash differs from the one you have. Remote tables are not listed "
-                     "(query them with POST /api/query).",
+                     "table again only when its hash differs from the one you have. A table whose data cannot be "
+                     "read right now is listed with `status: \"unavailable\"` and `hash: null`: keep your copy and "
+                     "retry later. A table missing from the list is not yours to download any more (revoked, "
+                     "deleted or remote). Remote tables are not listed (query them with POST /api/query).",
          responses=documented(*AUTH_ERRORS, "validation_failed", "catalog_loading", "data_unavailable"))
     async def get_manifest(self, instance: InstanceDep, current_user: CurrentUser) -> Manifest:
         return await data_service.manifest(instance, current_user)

@@ -39,7 +39,7 @@ def only_query(*names: str) -> Any:
         unknown = sorted(set(connection.query_params) - set(names))
         if unknown:
             raise AgnesError("validation_failed", f"Unknown query parameter(s): {', '.join(map(repr, unknown))}.",
-                             hint=f"Use only: {', '.join(names)}.")
+                             hint=f"Use only: {', '.join(names)} (GET /schema/openapi.json lists them).")
 
     return guard
 

@@ -59,6 +59,12 @@ class AgnesApi:
     def create_api_token(self) -> dict[str, Any]:
         return self.json("POST", "/api/tokens", json={"name": f"agnes-cli@{socket.gethostname()}"[:100]})
 
+    def list_api_tokens(self) -> list[dict[str, Any]]:
+        return self.json("GET", "/api/tokens")["items"]  # type: ignore[no-any-return]
+
+    def revoke_api_token(self, token_id: int) -> None:
+        self.call("DELETE", f"/api/tokens/{int(token_id)}")
+
     def me(self) -> dict[str, Any]:
         return self.json("GET", "/api/me")
 

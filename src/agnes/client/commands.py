@@ -49,7 +49,10 @@ def login(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
     data_dir: Annotated[str, typer.Option("--dir", help="Folder for pulled data.")] = client_config.DEFAULT_DATA_DIR,
 ) -> None:
-    """Log in to a server and keep a long-lived API token (in ~/.config/agnes/client.json, 0600)."""
+    """Log in to a server and keep a long-lived API token (in ~/.config/agnes/client.json, 0600).
+
+    Logging in again to the same server revokes the API token the previous login created, once
+    the new one works (best effort; the outcome is printed), so tokens do not pile up."""
     if not token and not email:
         raise _fail("usage", "Give --email (password prompt) or --token.", "e.g. agnes login --url URL --email EMAIL",
                     2)
@@ -68,12 +71,46 @@ def login(
         me = AgnesApi(url, token).me()
     except ClientError as exc:
         raise _fail(exc.code, exc.message, exc.hint) from None
+    previous = _previous_login(url)
     path = client_config.save(client_config.ClientConfig(url=url.rstrip("/"), token=token, email=me["email"],
                                                          token_kind=kind, data_dir=data_dir))
     out.print(f"Logged in to {escape(url)} as {escape(me['email'])} ({me['role']}); settings in {path}.")
+    if previous is not None and previous.token != token:
+        _revoke_previous(url, previous.token)
     if kind == "session":
         err.print("[yellow]note:[/] viewers cannot create API tokens, so this login expires (about an hour); "
                   "ask an admin for the analyst role to stay logged in and to pull data.")
+
+
+def _previous_login(url: str) -> client_config.ClientConfig | None:
+    """The stored login to the same server, if it holds a long-lived API token a login created."""
+    try:
+        cfg = client_config.load()
+    except client_config.NotLoggedIn:
+        return None
+    same = cfg.url.rstrip("/") == url.rstrip("/") and cfg.token_kind == "api"  # noqa: S105 - a kind, not a secret
+    return cfg if same else None
+
+
+def _revoke_previous(url: str, old_token: str) -> None:
+    """Revoke the replaced API token with its own credentials (best effort, reported either way)."""
+    api = AgnesApi(url, old_token)
+    try:
+        found = [t for t in api.list_api_tokens() if old_token.startswith(t["prefix"])]
+        if len(found) != 1:
+            err.print("[yellow]note:[/] the previous API token was not found among your tokens; nothing revoked.")
+            return
+        api.revoke_api_token(found[0]["id"])
+    except ClientError as exc:
+        if exc.status == 401:  # expired, revoked or deleted already: nothing left to do
+            err.print("[yellow]note:[/] the previous API token no longer works; nothing to revoke.")
+            return
+        err.print(f"[yellow]note:[/] could not revoke the previous API token ({escape(exc.code)}: "
+                  f"{escape(exc.message)}); list yours with GET /api/tokens and revoke it with DELETE /api/tokens/ID.")
+        return
+    finally:
+        api.close()
+    out.print(f"Revoked the previous API token ({escape(found[0]['prefix'])}…).")
 
 
 def catalog(
@@ -119,6 +156,9 @@ def pull(
     out.print(f"downloaded {len(report.downloaded)}, up to date {len(report.current)}, removed "
               f"{len(report.removed)}" + (f" ({', '.join(report.removed)})" if report.removed else "")
               + f"; query with `agnes query` or duckdb {folder.root / DATABASE}")
+    kept = [t for t in report.unavailable if t not in report.failed]
+    if kept:
+        err.print(f"[yellow]unavailable on the server right now[/] (local copies kept): {escape(', '.join(kept))}")
     for table_id, message in report.failed.items():
         err.print(f"[bold red]failed[/] {table_id}: {escape(message)} (the previous copy, if any, was kept)")
     if report.failed:

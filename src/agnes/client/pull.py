@@ -2,8 +2,10 @@
 
 Only tables whose content hash changed are downloaded (If-None-Match turns a
 race into a cheap 304); tables that disappeared from the manifest -- a revoked
-grant, a deleted table -- are removed locally; the DuckDB file is rebuilt
-last. Progress is saved after every table, so an interrupted pull resumes.
+grant, a deleted table -- are removed locally. A table the manifest lists as
+`unavailable` (its data cannot be read on the server right now) is kept as it
+is: only a table really gone from the manifest is deleted. The DuckDB file is
+rebuilt last. Progress is saved after every table, so an interrupted pull resumes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class PullReport:
     current: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    unavailable: list[str] = field(default_factory=list)  # listed, but not readable on the server now
 
 
 def _etag(value: str | None) -> str | None:
@@ -65,7 +68,14 @@ def pull(api: AgnesApi, folder: LocalFolder, tables: list[str] | None = None,
         report.removed.append(table_id)
     folder.save(state)
     for table_id in tables or sorted(remote):
-        _pull_one(api, folder, state, table_id, remote[table_id], progress, report)
+        entry = remote[table_id]
+        if entry.get("status", "ok") != "ok" or not entry.get("hash"):
+            report.unavailable.append(table_id)  # keep the local copy (if any) as it is
+            if tables:
+                report.failed[table_id] = ("its data cannot be read on the server right now; retry later "
+                                           "(`agnes pull` again)")
+            continue
+        _pull_one(api, folder, state, table_id, entry, progress, report)
         folder.save(state)
     folder.build_database(state)
     return report

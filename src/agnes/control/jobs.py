@@ -47,6 +47,10 @@ class JobTableRecord(msgspec.Struct, frozen=True, kw_only=True):
     rows: int | None = None
     bytes: int | None = None
     error: str | None = None
+    warnings: list[str] = msgspec.field(default_factory=list)
+
+
+MAX_WARNINGS = 50  # per table and job; the job log keeps the count of the rest
 
 
 def _job(row: dict[str, Any] | None) -> JobRecord | None:
@@ -195,6 +199,18 @@ async def set_table(conn: aiosqlite.Connection, job_id: int, source: str, table:
     )
 
 
+async def add_warning(conn: aiosqlite.Connection, job_id: int, source: str, table: str, message: str) -> bool:
+    """Append one warning to a table's outcome (the row is created pending if need be); False past MAX_WARNINGS."""
+    return await change(
+        conn,
+        "INSERT INTO job_tables (job_id, source, table_name, status, warnings) VALUES (?, ?, ?, 'pending', "
+        "json_array(?)) ON CONFLICT (job_id, source, table_name) DO UPDATE SET "
+        "warnings = json_insert(coalesce(warnings, '[]'), '$[#]', ?) "
+        "WHERE json_array_length(coalesce(warnings, '[]')) < ?",
+        (job_id, source, table, message, message, MAX_WARNINGS),
+    ) == 1
+
+
 async def settle_pending(conn: aiosqlite.Connection, job_id: int, source: str | None, status: str,
                          error: str) -> int:
     """Give every still-pending table of one source (None: of every source) its final status."""
@@ -208,9 +224,10 @@ async def tables_of(conn: aiosqlite.Connection, job_ids: list[int]) -> dict[int,
     if not job_ids:
         return {}
     marks = ", ".join("?" for _ in job_ids)
-    rows = await many(conn, f"SELECT job_id, source, table_name, status, rows, bytes, error FROM job_tables "
+    rows = await many(conn, f"SELECT job_id, source, table_name, status, rows, bytes, error, warnings FROM job_tables "
                       f"WHERE job_id IN ({marks}) ORDER BY job_id, source, table_name", job_ids)
     found: dict[int, list[JobTableRecord]] = {}
     for row in rows:
+        row["warnings"] = msgspec.json.decode(row["warnings"]) if row["warnings"] else []
         found.setdefault(row["job_id"], []).append(JobTableRecord(**row))
     return found

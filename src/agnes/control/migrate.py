@@ -24,7 +24,7 @@ import msgspec
 
 from agnes.control.db import utcnow_iso
 from agnes.errors import StartupError
-from agnes.version import build_info
+from agnes.settings import build_info
 
 PACKAGE_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -82,8 +82,9 @@ def _migration_lock(db_path: Path, timeout: float) -> Iterator[None]:
                         "not_ready",
                         f"Another Agnes process has held the migration lock {lock_path} for more than "
                         f"{timeout:g}s while migrating {db_path}.",
-                        hint="Wait for the other server/worker to finish starting and retry. If no other "
-                        "Agnes process is running, look for a hung one (the lock is released when it exits).",
+                        hint="Wait for the other server/worker to finish starting, then run `agnes serve` (or "
+                        "`docker compose up -d`) again. If no other Agnes process is running, stop the hung one "
+                        "(the lock is released when it exits).",
                     ) from None
                 time.sleep(0.05)
         yield

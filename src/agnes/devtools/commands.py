@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,11 @@ def register(app: typer.Typer) -> None:
     dev = typer.Typer(help="Local stand-ins for outside services (demos, manual tests).", no_args_is_help=True)
     app.add_typer(dev, name="dev")
 
-    @dev.command("keboola-server")
+    @dev.command("keboola-server", help=(
+        "Serve a Keboola Storage API (the subset Agnes uses) backed by real files.\n\n"
+        "Storage: exports are served by this server itself, or put into S3 with --s3-endpoint (e.g. a moto "
+        "server). Azure Blob and GCS exports exist only for tests (agnes.devtools.keboola_server AzureBackend, "
+        "GcsBackend), not in this command."))
     def keboola_server(
         data: Annotated[Path, typer.Option("--data", help="Data folder (tables/<id>/meta.json + data.csv); "
                                            "a small demo project is written into an empty one.")],
@@ -38,10 +43,11 @@ def register(app: typer.Typer) -> None:
                                slice_rows=slice_rows, backend=backend)
         typer.echo(f"Keboola Storage API test server on {server.url}/v2/storage (provider "
                    f"{server.backend.provider}); tables: {', '.join(server.data.table_ids())}")
-        typer.echo(f"  KEBOOLA_STACK_URL={server.url}")
-        typer.echo(f"  KEBOOLA_STORAGE_TOKEN={token}")
+        # `export` lines, so they can be pasted into the shell that talks to Agnes (QUICKSTART.md)
+        typer.echo(f"export KEBOOLA_STACK_URL={shlex.quote(server.url)}")
+        typer.echo(f"export KEBOOLA_STORAGE_TOKEN={shlex.quote(token)}")
         if s3_endpoint:
-            typer.echo(f"  AGNES_KEBOOLA_S3_ENDPOINT_URL={s3_endpoint}   (for the Agnes server)")
+            typer.echo(f"export AGNES_KEBOOLA_S3_ENDPOINT_URL={shlex.quote(s3_endpoint)}  # for the Agnes server")
         try:
             server.serve_forever()
         except KeyboardInterrupt:

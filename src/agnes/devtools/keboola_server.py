@@ -75,6 +75,13 @@ class KeboolaData:
         path = self.folder(table_id) / "meta.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
+    def rows_count(self, table_id: str, meta: dict[str, Any]) -> int:
+        """`rowsCount` as Keboola reports it (kept in meta.json; counted for folders written without it)."""
+        if isinstance(meta.get("rowsCount"), int):
+            return int(meta["rowsCount"])
+        with open(self.folder(table_id) / "data.csv", newline="", encoding="utf-8") as f:
+            return max(0, sum(1 for _ in csv.reader(f)) - 1)
+
     def write_meta(self, table_id: str, meta: dict[str, Any]) -> None:
         path = self.folder(table_id) / "meta.json"
         tmp = path.with_suffix(".tmp")
@@ -94,8 +101,8 @@ class KeboolaData:
             out.writerow([*columns, TS])
             for row in rows:
                 out.writerow([_text(v) for v in row] + [stamp])
-        self.write_meta(table_id, self._meta(table_id, columns, types or {}, primary_key or [], description,
-                                             stamp, user_types or {}))
+        self.write_meta(table_id, {**self._meta(table_id, columns, types or {}, primary_key or [], description,
+                                                stamp, user_types or {}), "rowsCount": len(rows)})
 
     def put_csv(self, table_id: str, columns: list[str], csv_path: Path, *, types: dict[str, Any] | None = None,
                 primary_key: list[str] | None = None, at: datetime | None = None) -> None:
@@ -103,8 +110,8 @@ class KeboolaData:
         folder = self.folder(table_id)
         folder.mkdir(parents=True, exist_ok=True)
         shutil.move(str(csv_path), folder / "data.csv")
-        self.write_meta(table_id, self._meta(table_id, columns, types or {}, primary_key or [], None,
-                                             utc_iso(at), {}))
+        meta = self._meta(table_id, columns, types or {}, primary_key or [], None, utc_iso(at), {})
+        self.write_meta(table_id, {**meta, "rowsCount": self.rows_count(table_id, {})})  # counted once, here
 
     def upsert_rows(self, table_id: str, rows: list[list[Any]], *, at: datetime | None = None) -> None:
         """Insert or replace rows by primary key with a new `_timestamp` (an incremental load in Keboola)."""
@@ -124,6 +131,7 @@ class KeboolaData:
             out.writerow(header)
             out.writerows(kept + list(fresh.values()))
         meta["lastChangeDate"] = meta["lastImportDate"] = stamp
+        meta["rowsCount"] = len(kept) + len(fresh)
         self.write_meta(table_id, meta)
 
     def _meta(self, table_id: str, columns: list[str], types: dict[str, Any], primary_key: list[str],
@@ -195,20 +203,49 @@ class LocalBackend(Backend):
 
 
 class S3Backend(Backend):
+    """Exports in an S3 bucket; like Keboola, each file hands out short-lived credentials that can only read.
+
+    `access_key` is the stack's own (e.g. an IAM key created in a moto server that enforces auth); the
+    federation credentials come from STS AssumeRole on a role allowed only s3:GetObject on the bucket.
+    """
+
     provider = "aws"
 
-    def __init__(self, endpoint_url: str, bucket: str, region: str = "us-east-1") -> None:
+    def __init__(self, endpoint_url: str, bucket: str, region: str = "us-east-1", *,
+                 access_key: tuple[str, str] = ("testing", "testing")) -> None:
         import boto3
 
         self.bucket, self.region, self.endpoint_url = bucket, region, endpoint_url
-        self.creds = {"AccessKeyId": "ASIAKEBOOLATEST", "SecretAccessKey": secrets.token_urlsafe(30),
-                      "SessionToken": secrets.token_urlsafe(40), "Expiration": "2099-01-01T00:00:00+00:00"}
-        self.s3 = boto3.client("s3", region_name=region, endpoint_url=endpoint_url, aws_access_key_id="testing",
-                               aws_secret_access_key="testing")  # noqa: S106 - moto's dummy credentials
+        keys = {"region_name": region, "endpoint_url": endpoint_url, "aws_access_key_id": access_key[0],
+                "aws_secret_access_key": access_key[1]}
+        self.s3 = boto3.client("s3", **keys)
+        self.iam = boto3.client("iam", **keys)
+        self.sts = boto3.client("sts", **keys)
         try:
             self.s3.create_bucket(Bucket=bucket)
         except self.s3.exceptions.BucketAlreadyOwnedByYou:
             pass
+        self.role_arn = self._reader_role()
+
+    def _reader_role(self) -> str:
+        name = f"keboola-export-reader-{self.bucket}"
+        trust = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}
+        try:
+            arn = self.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        except self.iam.exceptions.EntityAlreadyExistsException:
+            arn = self.iam.get_role(RoleName=name)["Role"]["Arn"]
+        read = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{self.bucket}/*"}]}
+        self.iam.put_role_policy(RoleName=name, PolicyName="read-exports", PolicyDocument=json.dumps(read))
+        return arn
+
+    def federation_credentials(self) -> dict[str, str]:
+        """Fresh read-only session credentials (AccessKeyId, SecretAccessKey, SessionToken, Expiration)."""
+        c = self.sts.assume_role(RoleArn=self.role_arn, RoleSessionName="agnes-export",
+                                 DurationSeconds=3600)["Credentials"]
+        return {"AccessKeyId": c["AccessKeyId"], "SecretAccessKey": c["SecretAccessKey"],
+                "SessionToken": c["SessionToken"], "Expiration": c["Expiration"].isoformat()}
 
     def put(self, key: str, path: Path) -> None:
         self.s3.upload_file(str(path), self.bucket, key)
@@ -221,7 +258,7 @@ class S3Backend(Backend):
         url = self.s3.generate_presigned_url("get_object", Params={
             "Bucket": self.bucket, "Key": key + ("manifest" if sliced else "")}, ExpiresIn=3600)
         return {"url": url, "region": self.region, "s3Path": {"bucket": self.bucket, "key": key},
-                "credentials": self.creds}
+                "credentials": self.federation_credentials()}
 
 
 class AzureBackend(Backend):
@@ -301,6 +338,8 @@ class Faults:
     job_error: dict[str, str] = field(default_factory=dict)  # table id -> the job's error.message
     requests: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)  # (method, path, form)
     fail_paths: dict[str, int] = field(default_factory=dict)  # exact path -> status to answer (e.g. 501)
+    forbidden: set[str] = field(default_factory=set)  # table ids the token may not read (403, like Keboola)
+    stuck: set[str] = field(default_factory=set)  # table ids whose export job stays `processing`
 
 
 class KeboolaServer:
@@ -352,8 +391,9 @@ class KeboolaServer:
         out = {k: meta[k] for k in ("id", "name", "primaryKey", "created", "lastImportDate", "lastChangeDate",
                                     "isAlias")}
         out.update(uri=f"{self.url}/v2/storage/tables/{table_id}", displayName=meta["name"],
-                   rowsCount=meta.get("rowsCount"), dataSizeBytes=(self.data.folder(table_id) / "data.csv").stat()
-                   .st_size, bucket=self.bucket_json(bucket_id) if "buckets" in include or not include else None)
+                   rowsCount=self.data.rows_count(table_id, meta),
+                   dataSizeBytes=(self.data.folder(table_id) / "data.csv").stat().st_size,
+                   bucket=self.bucket_json(bucket_id) if "buckets" in include or not include else None)
         if "columns" in include:
             out["columns"] = meta["columns"]
         if "columnMetadata" in include:
@@ -381,6 +421,8 @@ class KeboolaServer:
             self._jobs[job_id] = job
 
         def work() -> None:
+            if table_id in self.faults.stuck:
+                return  # `done` never set: the job stays `processing`
             try:
                 if table_id in self.faults.job_error:
                     raise RuntimeError(self.faults.job_error[table_id])
@@ -543,6 +585,8 @@ def _handler(server: KeboolaServer) -> type[BaseHTTPRequestHandler]:
                     return
                 self._json(200, [server.table_json(t, include) for t in server.data.table_ids()
                                  if t.rsplit(".", 1)[0] == parts[1]])
+            elif len(parts) in (2, 3) and parts[0] == "tables" and parts[1] in server.faults.forbidden:
+                self._error(403, f"You don't have access to the resource (table {parts[1]}).", "accessDenied")
             elif method == "GET" and len(parts) == 2 and parts[0] == "tables":
                 found = server.table_json(parts[1], {"columns", "columnMetadata", "metadata", "buckets"})
                 if found is None:

@@ -75,7 +75,7 @@ class QueryBusy(Exception):
     def __init__(self, retry_after: int) -> None:
         self.retry_after = retry_after
         self.message = "Too many queries are running on this instance right now."
-        self.hint = f"Retry in {retry_after} s."
+        self.hint = f"Retry in {retry_after} s (the Retry-After header says the same)."
         super().__init__(self.message)
 
 
@@ -168,8 +168,12 @@ class QueryExecutor:
             self._resolver = cached
         return cached[1]
 
+    def describe(self) -> list[tuple[str, list[tuple[str, str]], str | None]]:
+        """(id, columns, description) of every served table: the guard's information_schema rows."""
+        return [(t.id, t.columns, t.description) for t in self.catalog.tables()]
+
     def check(self, sql: str, *, readable: Callable[[str], bool] | AbstractSet[str]) -> GuardedQuery:
-        return check_query(sql, readable=readable, resolve=self.resolver())
+        return check_query(sql, readable=readable, resolve=self.resolver(), describe=self.describe)
 
     async def guard(self, sql: str, *, readable: Callable[[str], bool] | AbstractSet[str]) -> GuardedQuery:
         """`check` on a worker thread (parsing 100 KB of SQL should not stall the loop).

@@ -9,7 +9,9 @@ on the deny list, and any node we do not recognise refuses the query (fail
 closed). The accepted tree is printed back (`json_deserialize_sql`) with every
 table qualified as "source"."table", so what runs is exactly what was checked
 -- a bare name cannot change owner between check and run -- and that SQL is
-checked once more. The walk is linear in the tree (CTE scopes are chained frames,
+checked once more. `information_schema.tables` and `.columns` are rewritten to
+literal rows that list only the tables this caller may read (design.md: the
+information schema shows only what the user may read). The walk is linear in the tree (CTE scopes are chained frames,
 never copies) and capped in nodes, CTEs and tree size, because it runs before a
 query slot is taken. Runtime caps live in query.py.
 """
@@ -54,6 +56,13 @@ _EXTRA_FUNCTIONS = frozenset({"unnest", "unlist"})  # parser-level functions abs
 
 NOT_FOUND_HINT = "List what you can read with GET /api/catalog/tables."
 Resolver = Callable[[str | None, str], str | None]
+# (table id, [(column, DuckDB type)], description) of every served table; the guard filters it
+Describer = Callable[[], Iterable[tuple[str, list[tuple[str, str]], str | None]]]
+_INFO_COLUMNS = {
+    "tables": ("table_catalog", "table_schema", "table_name", "table_type", "table_comment"),
+    "columns": ("table_catalog", "table_schema", "table_name", "column_name", "ordinal_position", "data_type",
+                "is_nullable"),
+}
 
 _EXPRESSIONS = frozenset({
     "BETWEEN", "CASE", "CAST", "COLLATE", "COLUMN_REF", "COMPARISON", "CONJUNCTION", "CONSTANT",
@@ -97,6 +106,7 @@ class GuardedQuery:
 
     sql: str
     tables: tuple[str, ...]
+    per_user: bool = False  # the SQL holds what this caller may read (information_schema): never share it
 
 
 def sanitize_message(message: str, limit: int = 2000) -> str:
@@ -129,6 +139,7 @@ def check_query(
     *,
     readable: Callable[[str], bool] | AbstractSet[str],
     resolve: Resolver,
+    describe: Describer | None = None,
     max_chars: int = MAX_QUERY_CHARS,
 ) -> GuardedQuery:
     """Accept one read-only SELECT over readable tables, or raise `QueryRefused`."""
@@ -140,13 +151,13 @@ def check_query(
         raise QueryRefused("query_syntax", "The query contains a NUL character.")
     parser = _parser()
     tree = parser.parse(sql)
-    walker = _Walker(parser, resolve, can_read)
+    walker = _Walker(parser, resolve, can_read, describe)
     tables = walker.walk(tree)
     canonical = parser.deserialize(tree)
     again = _Walker(parser, resolve, can_read).walk(parser.parse(canonical))
     if again != tables:  # the printed SQL must mean what we checked; refuse if it does not
         raise QueryRefused("query_not_allowed", "This query shape cannot be checked safely; rewrite it more simply.")
-    return GuardedQuery(canonical, tuple(sorted(tables)))
+    return GuardedQuery(canonical, tuple(sorted(tables)), per_user=walker.per_user)
 
 
 def _lower(name: str) -> str:
@@ -206,6 +217,8 @@ class _Parser:
             text = json.dumps(tree)
         except RecursionError as exc:
             raise QueryRefused("query_too_long", "The query is nested too deeply.") from exc
+        except MemoryError as exc:
+            raise _too_complex("printing it back ran out of memory") from exc
         return self.con.execute("SELECT json_deserialize_sql(?::JSON)", [text]).fetchone()[0]
 
 
@@ -283,9 +296,11 @@ class _Walker:
     a CTE-looking name to a table nobody checked, and never tell "exists" from "no access".
     """
 
-    def __init__(self, parser: _Parser, resolve: Resolver, can_read: Callable[[str], bool]) -> None:
-        self.parser, self.resolve, self.can_read = parser, resolve, can_read
+    def __init__(self, parser: _Parser, resolve: Resolver, can_read: Callable[[str], bool],
+                 describe: Describer | None = None) -> None:
+        self.parser, self.resolve, self.can_read, self.describe = parser, resolve, can_read, describe
         self.tables: set[str] = set()
+        self.per_user = False
         self._recursive: dict[int, tuple[str, str]] = {}  # id(recursive node) -> (name, fresh name)
         self._fresh = itertools.count(1)
         self._ctes = 0
@@ -373,6 +388,8 @@ class _Walker:
     def _table_ref(self, d: dict[str, Any], scope: _Scope) -> dict[str, Any]:
         kind = d["type"]
         if kind == "BASE_TABLE":
+            if self._information_schema(d):
+                return {}  # our own literal rows: nothing of the user's left in there to check
             self._base_table(d, scope)
             return {"at_clause": d.get("at_clause"), "sample": d.get("sample")}
         if kind == "TABLE_FUNCTION":
@@ -390,6 +407,38 @@ class _Walker:
         if kind == "PIVOT" and any(p.get("pivot_enum") for p in d.get("pivots", ())):
             raise QueryRefused("query_not_allowed", "PIVOT needs an explicit IN list here.")
         return d
+
+    def _information_schema(self, d: dict[str, Any]) -> bool:
+        """`information_schema.tables|columns` -> a subquery of literal rows for the readable tables."""
+        view = _lower(d["table_name"])
+        if (self.describe is None or d.get("catalog_name") or _lower(d.get("schema_name", "")) != "information_schema"
+                or view not in _INFO_COLUMNS or d.get("at_clause")):
+            return False
+        rows: list[tuple[Any, ...]] = []
+        for tid, columns, description in self.describe():
+            if not self.can_read(tid):
+                continue
+            source, name = tid.split(".", 1)
+            if view == "tables":
+                rows.append(("agnes", source, name, "BASE TABLE", description))
+            else:
+                rows.extend(("agnes", source, name, col, i, type_, "YES") for i, (col, type_) in enumerate(columns, 1))
+        names = _INFO_COLUMNS[view]
+        if rows:
+            values = ", ".join("(" + ", ".join(_literal(v) for v in row) + ")" for row in rows)
+            sql = f"SELECT * FROM (VALUES {values}) AS v({', '.join(names)})"
+        else:
+            typed = ("INTEGER" if n == "ordinal_position" else "VARCHAR" for n in names)
+            sql = "SELECT " + ", ".join(f"NULL::{t} AS {n}" for n, t in zip(names, typed, strict=True)) + " WHERE false"
+        subquery = self.parser.parse(sql)["statements"][0]
+        alias = d.get("alias") or d["table_name"]
+        replacement = {"type": "SUBQUERY", "alias": alias, "sample": d.get("sample"),
+                       "query_location": d.get("query_location"), "subquery": subquery,
+                       "column_name_alias": d.get("column_name_alias", [])}
+        d.clear()
+        d.update(replacement)
+        self.per_user = True
+        return True
 
     def _base_table(self, d: dict[str, Any], scope: _Scope) -> None:
         catalog, schema, name = d.get("catalog_name", ""), d.get("schema_name", ""), d["table_name"]
@@ -423,13 +472,22 @@ class _Walker:
             raise QueryRefused("function_not_allowed",
                                f"Function '{sanitize_message(name, 80)}' does not exist or is not allowed in queries.",
                                "Use DuckDB's built-in scalar, aggregate and window functions; functions that read "
-                               "files, settings, the environment or the catalog are refused.")
+                               "files, settings, the environment or the catalog are refused. Read tables by id "
+                               "(FROM source.table, as listed by GET /api/catalog/tables).")
         too_big = generated_size_error(name, d.get("children", []))
         if too_big:
             raise QueryRefused("function_not_allowed", too_big,
                                "Generate rows with the table function instead: SELECT * FROM range(n).")
 
 
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("\x00", "").replace("'", "''") + "'"
+
+
 def _parameters() -> QueryRefused:
     return QueryRefused("query_not_allowed", "Query parameters ($1, ?, $name) are not supported.",
-                        "Write the values into the SQL as literals.")
+                        "Write the values into the SQL as literals, e.g. WHERE id = 42.")

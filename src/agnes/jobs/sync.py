@@ -325,7 +325,10 @@ async def _on_event(instance: Instance, run: JobRun, source: str, event: dict[st
             await jobs_repo.set_table(conn, run.job_id, source, table, "failed", error=_clip(error))
             run.say(f"table {table} failed: {error}", prefix=source)
         elif kind == "table_warning":  # e.g. values that do not parse under a column's declared type
-            run.say(f"table {table} warning: {_clip(str(event.get('message') or event), 1000)}", prefix=source)
+            message = _clip(str(event.get("message") or event), 1000) or ""
+            kept = await jobs_repo.add_warning(conn, run.job_id, source, table, message)
+            run.say(f"table {table} warning: {message}" + ("" if kept else " (not stored: too many warnings)"),
+                    prefix=source)
 
 
 @contextlib.asynccontextmanager

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-CHANNELS = ("dev", "stable")
+from agnes.version import CHANNELS
+
 VERSION_RE = re.compile(r"^(\d{4})\.(\d{2})\.([1-9]\d*)$")
 
 

@@ -8,9 +8,12 @@ Layout (Keep a Changelog, CalVer headings):
       Migration: re-run every custom connector's contract check; ...
     ## [2026.04.3] - 2026-04-08
 
-An entry is a `- ` bullet with its indented continuation lines. A BREAKING
-entry must carry its own `Migration:` text so the release notes show it next
-to the change. `--release` moves the Unreleased entries under a new heading.
+An entry is a `- ` (or `* `, `+ `) bullet with its indented continuation
+lines. An entry is BREAKING when it starts with the marker `**BREAKING:**`,
+`**BREAKING**` or `BREAKING:` (so "non-breaking" prose never counts); it must
+carry its own `Migration:` text so the release notes show it next to the
+change. A commit whose message has a `BREAKING:` line needs such an entry too.
+`--release` moves the Unreleased entries under a new heading.
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ from agnes.release.calver import parse_version
 UNRELEASED = "## [Unreleased]"
 WATCHED = ("src/", "connectors/")
 _HEADING = re.compile(r"^## \[")
-_BREAKING = re.compile(r"\bBREAKING\b")
+# The marker opens the entry: `**BREAKING:**`, `**BREAKING**` (optionally followed by ':'), `BREAKING:`.
+_BREAKING = re.compile(r"^(?:\*\*BREAKING(?::\*\*|\*\*)|BREAKING:)")
+_BULLET = re.compile(r"^[-*+] ")
+# A commit message line that declares a breaking change (`BREAKING CHANGE:` is the Conventional Commits form).
+_BREAKING_COMMIT = re.compile(r"^BREAKING(?: CHANGE)?:", re.M)
 _MIGRATION = re.compile(r"\bmigration\b\s*(guide)?\s*:", re.I)
 
 
@@ -36,6 +43,10 @@ class ChangelogError(Exception):
     def __init__(self, message: str, hint: str) -> None:
         super().__init__(message)
         self.message, self.hint = message, hint
+
+
+class ChangelogGitError(ChangelogError):
+    """git could not answer (unknown --base, shallow clone): an environment problem, not a broken rule."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,7 @@ def entries(section_lines: list[str]) -> list[str]:
     """Each bullet with its continuation lines, normalised to one string."""
     found: list[str] = []
     for line in section_lines:
-        if line.startswith("- "):
+        if _BULLET.match(line):
             found.append(line[2:].strip())
         elif found and line.startswith((" ", "\t")) and line.strip():
             found[-1] += " " + line.strip()
@@ -69,14 +80,18 @@ def entries(section_lines: list[str]) -> list[str]:
     return found
 
 
+def is_breaking(entry: str) -> bool:
+    return bool(_BREAKING.match(entry))
+
+
 def breaking_without_migration(text: str) -> list[str]:
-    return [e for e in entries(unreleased(text).lines) if _BREAKING.search(e) and not _MIGRATION.search(e)]
+    return [e for e in entries(unreleased(text).lines) if is_breaking(e) and not _MIGRATION.search(e)]
 
 
 def _git(repo: Path, *args: str) -> str:
     proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise ChangelogError(f"git {' '.join(args)} failed: {proc.stderr.strip()}",
+        raise ChangelogGitError(f"git {' '.join(args)} failed: {proc.stderr.strip()}",
                              "Fetch the base branch first (e.g. `git fetch origin main`, or "
                              "actions/checkout with fetch-depth: 0) and pass it as --base.")
     return proc.stdout
@@ -85,21 +100,34 @@ def _git(repo: Path, *args: str) -> str:
 def check(repo: Path, base: str, path: str = "CHANGELOG.md") -> list[str]:
     """Problems of the change from `base` (merge base) to HEAD; empty = fine."""
     changed = _git(repo, "diff", "--name-only", f"{base}...HEAD").splitlines()
+    merge_base = _git(repo, "merge-base", base, "HEAD").strip()
     head_text = (repo / path).read_text(encoding="utf-8")
     problems = [f"BREAKING entry without a migration guide: {e[:100]!r}"
                 for e in breaking_without_migration(head_text)]
+    try:
+        before = set(entries(unreleased(_git(repo, "show", f"{merge_base}:{path}")).lines))
+    except ChangelogError:
+        before = set()  # no CHANGELOG.md (or no Unreleased section) at the base yet
+    added = [e for e in entries(unreleased(head_text).lines) if e not in before]
     touched = sorted(p for p in changed if p.startswith(WATCHED))
-    if touched:
-        merge_base = _git(repo, "merge-base", base, "HEAD").strip()
-        try:
-            before = set(entries(unreleased(_git(repo, "show", f"{merge_base}:{path}")).lines))
-        except ChangelogError:
-            before = set()
-        added = [e for e in entries(unreleased(head_text).lines) if e not in before]
-        if not added:
-            shown = ", ".join(touched[:3]) + (f" and {len(touched) - 3} more" if len(touched) > 3 else "")
-            problems.append(f"{shown} changed but CHANGELOG.md has no new entry under '## [Unreleased]'")
+    if touched and not added:
+        shown = ", ".join(touched[:3]) + (f" and {len(touched) - 3} more" if len(touched) > 3 else "")
+        problems.append(f"{shown} changed but CHANGELOG.md has no new entry under '## [Unreleased]'")
+    # A commit that says `BREAKING:` must reach the release notes as a BREAKING entry with its migration.
+    documented = any(is_breaking(e) and _MIGRATION.search(e) for e in added)
+    for record in _git(repo, "log", "--format=%H%x00%B%x1e", f"{merge_base}..HEAD").split("\x1e"):
+        sha, _, message = record.strip().partition("\0")
+        if sha and _BREAKING_COMMIT.search(message) and not documented:
+            subject = message.strip().splitlines()[0]
+            problems.append(f"commit {sha[:7]} ({subject[:80]!r}) is marked BREAKING but CHANGELOG.md has no new "
+                            "'**BREAKING:**' entry with 'Migration:' under '## [Unreleased]'")
+            break
     return problems
+
+
+def released_is_breaking(text: str, version: str) -> bool:
+    """Whether the released section of `version` has a BREAKING entry (the release deprecates its predecessor)."""
+    return any(is_breaking(e) for e in entries(section_of(text, version).splitlines()))
 
 
 def release(text: str, version: str, date: str | None = None) -> str:

@@ -60,6 +60,10 @@ def changelog(
     notes: Annotated[Path | None, typer.Option("--notes", help="With --release: write the release notes "
                                                "(docs/RELEASE_TEMPLATE.md filled in) to this file.")] = None,
     repo: Annotated[Path, typer.Option("--repo", help="Repository root.")] = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="With --release: print {version, breaking, notes} as "
+                                          "JSON; `breaking` says whether the released section has a BREAKING "
+                                          "entry (the release workflow then deprecates the previous stable).")
+                       ] = False,
 ) -> None:
     """Check or release CHANGELOG.md (Keep a Changelog, CalVer headings)."""
     from agnes.release import changelog as cl
@@ -87,7 +91,13 @@ def changelog(
             template = (repo / "docs" / "RELEASE_TEMPLATE.md").read_text(encoding="utf-8")
             notes.write_text(template.replace("{{version}}", release).replace(
                 "{{changes}}", cl.section_of(text, release).rstrip("\n")), encoding="utf-8")
-        out.print(f"CHANGELOG.md: Unreleased moved under {release}")
+        if as_json:  # plain write: rich would read '[...]' in paths as markup
+            sys.stdout.write(json.dumps({"version": release, "breaking": cl.released_is_breaking(text, release),
+                                         "notes": str(notes) if notes else None}) + "\n")
+        else:
+            out.print(f"CHANGELOG.md: Unreleased moved under {release}")
+    except cl.ChangelogGitError as exc:  # e.g. an unknown --base: the environment, not the change
+        raise _fail(exc.message, exc.hint, 2) from None
     except cl.ChangelogError as exc:
         raise _fail(exc.message, exc.hint, 1 if check else 2) from None
     except FileNotFoundError as exc:

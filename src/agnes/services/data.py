@@ -4,16 +4,21 @@ Same read rule as everywhere (services/permissions.py). The data comes from
 the run the serving catalog serves now, held (shared lock) for the whole
 download so publishing cannot prune it underneath. Hashes are content hashes
 (engine/export.py) cached per (run, table): runs never change once published.
-Each download (not a 304) is written to the audit log.
+Each download (not a 304) is written to the audit log before any byte is sent;
+if that fails, the reader and the hold are released at once. The body owns both
+until it ends, is closed, or -- when the client left before the response started
+and nothing iterated it -- is garbage-collected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -36,7 +41,10 @@ class ManifestEntry(msgspec.Struct, frozen=True, kw_only=True):
     rows: int | None
     size_bytes: int | None
     extracted_at: str | None
-    hash: str  # content hash: unchanged data keeps it across syncs; also the download's ETag
+    # content hash: unchanged data keeps it across syncs; also the download's ETag. None while
+    # the table's data cannot be read right now (status "unavailable"): keep your local copy.
+    hash: str | None
+    status: Literal["ok", "unavailable"] = "ok"
 
 
 class Manifest(msgspec.Struct, frozen=True):
@@ -82,13 +90,16 @@ async def manifest(instance: Instance, user: User) -> Manifest:
     for table in instance.serving.catalog.tables():
         if table.query_mode != "local" or not access.can_read(table.id):
             continue
-        run = _run_of(instance, table.source)
+        entry = ManifestEntry(id=table.id, rows=table.rows, size_bytes=table.size_bytes,
+                              extracted_at=iso_utc(table.extracted_at), hash=None, status="unavailable")
+        run = instance.serving.catalog.sources.get(table.source)
         try:
-            data = await asyncio.to_thread(locate, run, table.name)
+            if run is not None:  # None: the source is being re-attached right now
+                data = await asyncio.to_thread(locate, run, table.name)
+                entry = msgspec.structs.replace(entry, hash=await _hash(run, data), status="ok")
         except (ExportError, OSError):
-            continue  # listed by the catalog (status), but nothing to download
-        items.append(ManifestEntry(id=table.id, rows=table.rows, size_bytes=table.size_bytes,
-                                   extracted_at=iso_utc(table.extracted_at), hash=await _hash(run, data)))
+            pass  # still listed: a client must not mistake "cannot read now" for "revoked"
+        items.append(entry)
     return Manifest(items=items, count=len(items))
 
 
@@ -132,20 +143,74 @@ async def open_download(instance: Instance, user: User, table_id: str, *, if_non
     except BaseException:
         release_run(hold)
         raise
-    async with instance.control.transaction() as conn:
-        await audit.record(conn, action="table_downloaded", actor=user.email, actor_user_id=user.id,
-                           target=f"table:{table_id}", detail={"hash": etag}, ip=ip)
-    return Download(table_id, etag, _stream(chunks, hold), size, data.exact)
-
-
-async def _stream(chunks: Iterator[bytes], hold: int) -> AsyncIterator[bytes]:
-    done = object()
+    body = DownloadBody(chunks, hold)  # from here on the body owns the reader and the hold
     try:
-        while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:
-            if chunk:
-                yield chunk  # type: ignore[misc]
+        async with instance.control.transaction() as conn:
+            await audit.record(conn, action="table_downloaded", actor=user.email, actor_user_id=user.id,
+                               target=f"table:{table_id}", detail={"hash": etag}, ip=ip)
+    except BaseException:
+        body.release()  # no audit row, no download: never keep the run held
+        raise
+    return Download(table_id, etag, body, size, data.exact)
+
+
+_DONE = object()
+_CLOSING: set[asyncio.Future[None]] = set()
+
+
+def _release(chunks: Iterator[bytes], hold: int) -> None:
+    try:
+        chunks.close()  # type: ignore[attr-defined]
+    except ValueError:
+        pass  # a read is still running on its thread; the generator closes when it is collected
     finally:
-        try:
-            await asyncio.to_thread(chunks.close)
-        finally:
-            release_run(hold)  # even when cancelled while closing: the run must become prunable
+        release_run(hold)  # the run must become prunable
+
+
+class DownloadBody:
+    """The Parquet bytes of one download, as an async iterator that releases its reader and run
+    hold exactly once: at the end, on an error or cancellation, on `aclose()`, or -- if nobody
+    ever iterates it (the client went away before the response started) -- when collected."""
+
+    def __init__(self, chunks: Iterator[bytes], hold: int) -> None:
+        self._chunks = chunks
+        self._pending: asyncio.Future[object] | None = None
+        self._finalizer = weakref.finalize(self, _release, chunks, hold)  # runs at most once
+
+    @property
+    def released(self) -> bool:
+        return not self._finalizer.alive
+
+    def release(self) -> None:
+        """Release now (on the calling thread; closing a reader is quick)."""
+        self._finalizer()
+
+    def __aiter__(self) -> DownloadBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while self._finalizer.alive:
+            self._pending = asyncio.get_running_loop().run_in_executor(None, next, self._chunks, _DONE)
+            try:
+                chunk = await asyncio.shield(self._pending)  # a cancelled request lets the read finish
+            except BaseException:
+                # Its own task: a cancelled scope (the client left) cannot interrupt the release.
+                closing = asyncio.ensure_future(self.aclose())
+                _CLOSING.add(closing)
+                closing.add_done_callback(_CLOSING.discard)
+                raise
+            if chunk is _DONE:
+                await self.aclose()
+                break
+            if chunk:
+                return chunk  # type: ignore[return-value]
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        pending = self._pending
+        if pending is not None and not pending.done():
+            await asyncio.wait([pending])  # close the reader only once its last read has ended
+        if pending is not None and pending.done():
+            _ = pending.cancelled() or pending.exception()  # reported to the iterator, or moot now
+        if self._finalizer.alive:
+            await asyncio.to_thread(self._finalizer)

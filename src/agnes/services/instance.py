@@ -25,7 +25,7 @@ from agnes.security.encryption import Encryptor
 from agnes.security.secrets import InstanceSecrets, key_fingerprint, load_instance_secrets
 from agnes.services.serving import CatalogService
 from agnes.settings import Settings
-from agnes.version import BuildInfo, build_info
+from agnes.version import BuildInfo
 
 log = logging.getLogger("agnes")
 
@@ -111,7 +111,7 @@ async def start_instance(settings: Settings, *, serve: bool = True) -> Instance:
             control=control,
             secrets=secrets,
             encryptor=Encryptor(secrets.encryption_key),
-            build=build_info(),
+            build=settings.build,
             setup_required=setup_required,
             schema_version=report.to_version,
             warnings=list(settings.warnings),

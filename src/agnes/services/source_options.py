@@ -22,7 +22,8 @@ from croniter import croniter
 from agnes.errors import AgnesError
 from agnes.extract.names import source_name_problem
 from agnes.extract.runner import connector_env
-from agnes.services.source_types import OptionSpec, SourceType, env_value, get_type
+from agnes.services.source_types import OptionSpec, SourceType, get_type
+from agnes.settings import Settings
 
 COMMON_FIELDS = ("data_source", "name", "schedule", "visible_to_all")
 MAX_TEXT = 4096
@@ -31,7 +32,8 @@ MAX_OBJECT_BYTES = 64 * 1024
 CRON_MACROS = frozenset({"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"})
 _SECRET_LIKE = re.compile(r"secret|passw|token|api_?key|private_?key|credential", re.I)
 SCHEDULE_HINT = ('Send five cron fields "minute hour day-of-month month day-of-week" in UTC, e.g. "0 3 * * *" '
-                 '(every day at 03:00 UTC) or "*/30 * * * *"; or null to sync only on demand.')
+                 '(every day at 03:00 UTC) or "*/30 * * * *"; or null to sync only on demand (POST /api/admin/configure or '
+                 'PATCH /api/admin/sources/{name} {"schedule": ...}).')
 
 
 @dataclass
@@ -61,7 +63,7 @@ def check_name(name: Any) -> str:
         example = suggestion if suggestion and source_name_problem(suggestion) is None else "sales_csv"
         raise AgnesError("invalid_source_name", problem[0].upper() + problem[1:] + ".",
                          hint=f"Use a lowercase name matching ^[a-z][a-z0-9_]{{0,62}}$ that is not a DuckDB keyword, "
-                              f"e.g. {example!r}.")
+                              f"e.g. {example!r}, in POST /api/admin/configure {{\"name\": ...}}.")
     return name
 
 
@@ -106,6 +108,13 @@ def _check_option(spec: OptionSpec, value: Any, stype: SourceType) -> Any:
                          f"{'an' if spec.kind[0] in 'aeiou' else 'a'} {spec.kind}, got {json.dumps(value)[:80]}.",
                          hint=f"Send {spec.name} as {'an' if spec.kind[0] in 'aeiou' else 'a'} {spec.kind} in POST "
                               f"/api/admin/configure ({spec.description}).")
+    low, high = spec.minimum, spec.maximum
+    if spec.kind == "integer" and ((low is not None and value < low) or (high is not None and value > high)):
+        allowed = f"{low}..{high}" if low is not None and high is not None else (
+            f">= {low}" if low is not None else f"<= {high}")
+        raise AgnesError("invalid_option", f"option {spec.name!r} of data_source {stype.name!r} must be {allowed}, "
+                         f"got {value}.", hint=f"Send {spec.name} as an integer {allowed} in POST "
+                         f"/api/admin/configure ({spec.description}), or null for the default ({spec.default}).")
     if isinstance(value, str) and (len(value) > MAX_TEXT or "\x00" in value):
         raise AgnesError("invalid_option", f"option {spec.name!r} is longer than {MAX_TEXT} characters or has a "
                          "NUL character.", hint=f"Send a shorter {spec.name} in POST /api/admin/configure "
@@ -194,8 +203,9 @@ def parse_body(body: Any) -> ConfigureRequest:
     return request
 
 
-def merge_options(stype: SourceType, stored: dict[str, Any] | None, given: dict[str, Any]) -> dict[str, Any]:
-    """Given values win, then stored ones, then defaults; a missing required option is an error."""
+def merge_options(stype: SourceType, stored: dict[str, Any] | None, given: dict[str, Any],
+                  settings: Settings) -> dict[str, Any]:
+    """Given values win, then stored ones, then defaults, then the server setting; missing required = error."""
     merged: dict[str, Any] = {}
     for spec in stype.options:
         if spec.name in given:
@@ -205,7 +215,7 @@ def merge_options(stype: SourceType, stored: dict[str, Any] | None, given: dict[
         else:
             value = spec.default
         if value is None and spec.fallback_env:
-            value = env_value(spec.fallback_env)
+            value = settings.env_setting(spec.fallback_env)
         if value is None and spec.required:
             where = f", or set {spec.fallback_env} in the server environment (.env) and restart" \
                 if spec.fallback_env else ""
@@ -220,7 +230,7 @@ def merge_options(stype: SourceType, stored: dict[str, Any] | None, given: dict[
 Secrets = dict[str, tuple[str, str | None]]  # key -> (plaintext, env var it came from)
 
 
-def merge_secrets(stype: SourceType, stored: Secrets, given: dict[str, str | None],
+def merge_secrets(stype: SourceType, stored: Secrets, given: dict[str, str | None], settings: Settings,
                   refs: dict[str, str] | None = None) -> Secrets:
     """Stored secrets updated by the body; required ones fall back to the server environment."""
     merged = dict(stored)
@@ -239,7 +249,7 @@ def merge_secrets(stype: SourceType, stored: Secrets, given: dict[str, str | Non
     for spec in stype.secrets:
         if spec.name in merged:
             continue
-        fallback = env_value(spec.fallback_env) if spec.fallback_env else None
+        fallback = settings.env_setting(spec.fallback_env) if spec.fallback_env else None
         if fallback is not None:
             merged[spec.name] = (fallback, spec.fallback_env)
         elif spec.required:

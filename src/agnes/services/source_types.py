@@ -11,7 +11,6 @@ read these declarations, so adding a type (issue 5: keboola) is one more
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +35,9 @@ class OptionSpec:
     description: str
     required: bool = False
     default: Any = None
-    fallback_env: str | None = None  # server variable used when neither the body nor the stored source sets it
+    fallback_env: str | None = None  # ENV_VARS name (Settings) used when neither the body nor the stored source sets it
+    minimum: int | None = None  # integer options: the accepted range (inclusive)
+    maximum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class SecretSpec:
     name: str  # key in the API body and the provisioning entry, e.g. "keboola_token"
     env: str  # variable the connector receives, e.g. "KEBOOLA_STORAGE_TOKEN"
     description: str
-    fallback_env: str | None = None  # server variable used when the body does not send it
+    fallback_env: str | None = None  # ENV_VARS name (Settings) used when the body does not send it
     required: bool = True
 
 
@@ -109,7 +110,8 @@ class SourceType:
         if info is None or info.origin != "builtin":
             raise AgnesError("connector_not_found",
                              f"The built-in connector {wanted!r} is missing from {BUILTIN_CONNECTORS_DIR}.",
-                             hint="Reinstall Agnes (the image ships connectors/); the folder needs extractor.py.")
+                             hint="Reinstall Agnes (the image ships connectors/: `docker compose pull && docker compose "
+                                  "up -d`); the folder needs extractor.py.")
         return info
 
     def run_config(self, ctx: SourceContext) -> dict[str, Any]:
@@ -205,7 +207,8 @@ class CsvType(SourceType):
             probe.unlink()
         except OSError as e:
             raise AgnesError("source_check_failed", f"The upload folder {folder} is not writable: {e.strerror or e}",
-                             hint="Fix the ownership of the data directory (the container runs as uid 10001).") from e
+                             hint="Fix the ownership of DATA_DIR (the container runs as uid 10001), then send POST "
+                                  "/api/admin/configure again.") from e
 
     async def discover(self, ctx: SourceContext) -> list[DiscoveredTable]:
         return await asyncio.to_thread(_discover_csv, ctx.files_dir)
@@ -230,7 +233,8 @@ class CustomType(SourceType):
             return info
         if info is not None:
             raise AgnesError("connector_not_found", f"{wanted!r} is a built-in connector, not a custom one.",
-                             hint=f"Use {{\"data_source\": \"{wanted}\"}}, or rename your folder in {custom_dir}.")
+                             hint=f"Send POST /api/admin/configure {{\"data_source\": \"{wanted}\"}}, or rename your "
+                                  f"folder in {custom_dir}.")
         available = sorted(n for n, c in infos.items() if c.origin == "custom")
         raise AgnesError(
             "connector_not_found",
@@ -255,9 +259,6 @@ class ExternalType(SourceType):
 
 
 # --- keboola (Storage API over HTTP; tables extracted as typed parquet) -------------------
-
-KEBOOLA_ENDPOINT_ENVS = {"s3": "AGNES_KEBOOLA_S3_ENDPOINT_URL", "gcs": "AGNES_KEBOOLA_GCS_ENDPOINT_URL"}
-
 
 def _keboola_call(ctx: SourceContext, call: Any, timeout: float = 30.0) -> Any:
     """Run `call(api)` with a Storage API client; Keboola's refusals become AgnesErrors with a hint."""
@@ -298,13 +299,22 @@ def _keboola_tables(ctx: SourceContext) -> list[DiscoveredTable]:
 class KeboolaType(SourceType):
     def run_config(self, ctx: SourceContext) -> dict[str, Any]:
         config = dict(ctx.options)
-        endpoints = {k: v for k, env in KEBOOLA_ENDPOINT_ENVS.items() if (v := env_value(env))}
+        kbc = ctx.settings.keboola
+        endpoints = {k: v for k, v in (("s3", kbc.s3_endpoint_url), ("gcs", kbc.gcs_endpoint_url)) if v}
         if endpoints:  # tests and local demos only: cloud storage emulators (moto, fake GCS)
             config["storage_endpoints"] = endpoints
         return config
 
     async def check(self, ctx: SourceContext) -> None:
+        from agnes.extract.keboola.api import plain_http_to_remote
+
         await super().check(ctx)
+        url = str(ctx.options.get("keboola_url") or "")
+        if not url.strip().startswith(("http://", "https://")) or plain_http_to_remote(url):
+            raise AgnesError("invalid_option", f"keboola_url {url!r} must be an https:// stack URL (plain http:// is "
+                             "allowed only to this machine, for the local test server).",
+                             hint='Send e.g. "keboola_url": "https://connection.keboola.com" (your stack URL, also '
+                                  "KEBOOLA_STACK_URL); the Storage API token must never travel unencrypted.")
         reload_before = ctx.options.get("full_reload_before")
         if reload_before is not None:
             try:
@@ -312,7 +322,7 @@ class KeboolaType(SourceType):
             except ValueError:
                 raise AgnesError("invalid_option", f"full_reload_before {reload_before!r} is not an ISO 8601 time.",
                                  hint='Send e.g. "full_reload_before": "2026-01-31T12:00:00Z" (UTC), or null to '
-                                      "remove it.") from None
+                                      "remove it, with POST /api/admin/configure.") from None
         await asyncio.to_thread(_keboola_call, ctx, lambda api: api.buckets())
 
     async def discover(self, ctx: SourceContext) -> list[DiscoveredTable]:
@@ -380,7 +390,15 @@ register(KeboolaType(
         OptionSpec("incremental", "boolean", "Export tables with a primary key incrementally (changedSince) and merge "
                    "by primary key; false = full export every sync.", default=True),
         OptionSpec("changed_since_safety_seconds", "integer", "How far before the last export's cursor an "
-                   "incremental export starts (covers imports in flight).", default=600),
+                   "incremental export starts, in seconds, 0..604800 (covers imports in flight).", default=600,
+                   minimum=0, maximum=7 * 86400),
+        OptionSpec("export_timeout_seconds", "integer", "Longest wait for one table's Keboola export job, in "
+                   "seconds, 10..86400; then that table fails and the others go on.", default=3600, minimum=10,
+                   maximum=86400),
+        OptionSpec("export_workers", "integer", "Tables exported at the same time, 1..16.", default=4, minimum=1,
+                   maximum=16),
+        OptionSpec("download_workers", "integer", "Slices of one table downloaded at the same time, 1..64.",
+                   default=8, minimum=1, maximum=64),
         OptionSpec("full_reload_before", "string", "Full reload on demand: a UTC time (ISO 8601, e.g. "
                    "2026-01-31T12:00:00Z); the next sync exports fully every table last fully exported before it, "
                    "later syncs are incremental again."),
@@ -393,7 +411,3 @@ register(KeboolaType(
 register(ExternalType("external", "Runs dropped by an outside container into $DATA_DIR/inbox/<name>/ (Tier B).",
                       configurable=False))
 
-
-def env_value(name: str) -> str | None:
-    """A server environment variable, None when unset or empty (the fallback for secrets)."""
-    return (os.environ.get(name) or "").strip() or None

@@ -187,8 +187,8 @@ async def configure(
             raise AgnesError("source_type_conflict", f"Source {name!r} exists with data_source {row['type']!r}, "
                              f"not {stype.name!r}.", hint=f"Send \"name\" with another name, or delete it first: "
                              f"DELETE /api/admin/sources/{name}?confirm={name}.")
-        options = merge_options(stype, row["options"] if row else None, request.options)
-        secrets = merge_secrets(stype, stored, request.secrets, secret_refs)
+        options = merge_options(stype, row["options"] if row else None, request.options, instance.settings)
+        secrets = merge_secrets(stype, stored, request.secrets, instance.settings, secret_refs)
         schedule = request.schedule if request.schedule is not msgspec.UNSET else (row["schedule"] if row else None)
         visible = request.visible_to_all if request.visible_to_all is not msgspec.UNSET else (
             row["visible_to_all"] if row else False)
@@ -253,7 +253,8 @@ async def update_source(
         row = await _require(conn, name)
         if schedule is not msgspec.UNSET and schedule is not None and row["type"] == "external":
             raise AgnesError("invalid_schedule", f"Source {name!r} is external: its runs arrive in the inbox, so "
-                             "Agnes cannot schedule it.", hint="Schedule the outside container instead; send null.")
+                             "Agnes cannot schedule it.", hint="Schedule the outside container instead; send "
+                             f"PATCH /api/admin/sources/{name} {{\"schedule\": null}}.")
         changes: dict[str, Any] = {}
         if schedule is not msgspec.UNSET and schedule != row["schedule"]:
             changes["schedule"] = schedule
@@ -328,7 +329,8 @@ async def connector_run_spec(instance: Instance, source_name: str, tables: list[
     stype = type_of(row["type"])
     if stype is None:
         raise AgnesError("unsupported_data_source", f"Source {source_name!r} has data_source {row['type']!r}, which "
-                         "this version of Agnes cannot run.", hint="Upgrade Agnes, or delete the source.")
+                         "this version of Agnes cannot run.", hint="Upgrade Agnes (`docker compose pull && docker compose up -d`), or delete the "
+                         f"source: DELETE /api/admin/sources/{source_name}?confirm={source_name}.")
     connector = stype.connector(ctx) if stype.connector_name(ctx.options) is not None else None
     wanted = list(tables) if tables is not None else None
     if not stype.extracts_all:

@@ -34,6 +34,7 @@ class JobTable(msgspec.Struct, frozen=True):
     rows: int | None
     bytes: int | None
     error: str | None
+    warnings: list[str] = msgspec.field(default_factory=list)  # e.g. a column kept as text: values did not parse
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,7 +73,7 @@ def job_view(job: JobRecord, tables: list[JobTableRecord]) -> Job:
     return Job(
         id=job.id, status=job.status, sources=job.sources,  # type: ignore[arg-type]
         tables=[JobTable(id=f"{t.source}.{t.table_name}", status=t.status, rows=t.rows, bytes=t.bytes,  # type: ignore[arg-type]
-                         error=t.error) for t in tables],
+                         error=t.error, warnings=t.warnings) for t in tables],
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at, log_tail=job.log_tail,
         requested_tables=job.tables, trigger=job.trigger, error=job.error, cancel_requested=job.cancel_requested,
     )

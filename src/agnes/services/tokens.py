@@ -21,7 +21,7 @@ async def create_token(
     name = name.strip()
     if not name or len(name) > MAX_NAME:
         raise AgnesError("validation_failed", f"Token name must be 1–{MAX_NAME} characters; got {len(name)}.",
-                         hint="Send {\"name\": \"my-agent\"} (and optionally expires_in seconds).")
+                         hint="Send POST /api/tokens {\"name\": \"my-agent\"} (and optionally expires_in seconds).")
     expires_at = None
     if expires_in is not None:
         expires_at = (datetime.now(UTC) + timedelta(seconds=expires_in)).strftime("%Y-%m-%dT%H:%M:%S.000Z")

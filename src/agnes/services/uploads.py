@@ -49,8 +49,8 @@ def _display_name(filename: str | None) -> str:
     name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].replace("\x00", "").strip()
     if not name or name in (".", ".."):
         raise AgnesError("invalid_csv", "The upload has no file name, so no table name can be derived from it.",
-                         hint='Send the file as multipart field "file" with a filename, e.g. '
-                              "curl -F 'file=@orders.csv' ...")
+                         hint='Send the file as multipart field "file" with a filename to POST '
+                              "/api/admin/uploads?source=NAME, e.g. curl -F 'file=@orders.csv' ...")
     return name[:255]
 
 
@@ -80,7 +80,8 @@ async def stage_upload(instance: Instance, actor: User, source: str, filename: s
         table = normalize_table_name(shown.rsplit(".", 1)[0] if "." in shown[1:] else shown)
     except ValueError as e:
         raise AgnesError("invalid_csv", f"{shown}: {e}", hint="Rename the file so its name has letters or digits, "
-                         "e.g. orders_2024.csv; the table name comes from it.") from None
+                         "e.g. orders_2024.csv (the table name comes from it), and send POST /api/admin/uploads?source=NAME "
+                         "again.") from None
     folder = instance.settings.uploads_dir / source
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{table}.csv"

@@ -5,13 +5,16 @@ Every server binds 127.0.0.1 on a free port and is stopped by the fixture that s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +106,40 @@ def azurite(tmp: Path) -> Iterator[str]:
         proc.wait(10)
 
 
+@dataclass(frozen=True)
+class MotoS3:
+    endpoint: str
+    access_key: tuple[str, str]  # an IAM user's key; every request after the bootstrap is signed and checked
+
+
+BOOTSTRAP_ACTIONS = 3  # create user, its policy, its access key - unauthenticated; then moto enforces IAM
+
+
 @contextmanager
-def moto_s3() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+def moto_s3(tmp: Path) -> Iterator[MotoS3]:
+    """A moto server (own process, 127.0.0.1) that enforces IAM auth: wrong keys are refused, as on AWS."""
+    import boto3
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    log = open(tmp / "moto.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(BOOTSTRAP_ACTIONS)},
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        yield f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not _port_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"moto server did not start: {(tmp / 'moto.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        iam = boto3.client("iam", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="bootstrap",
+                           aws_secret_access_key="bootstrap")  # noqa: S106 - accepted only for the bootstrap
+        iam.create_user(UserName="keboola-stack")
+        iam.put_user_policy(UserName="keboola-stack", PolicyName="all", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="keboola-stack")["AccessKey"]
+        yield MotoS3(endpoint, (key["AccessKeyId"], key["SecretAccessKey"]))
     finally:
-        server.stop()
+        os.killpg(proc.pid, 15)
+        proc.wait(10)
+        log.close()

@@ -126,3 +126,47 @@ def test_agnes_dev_keboola_server_serves_a_demo_project(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+def test_a_post_is_never_retried_on_5xx_but_a_get_is(data: KeboolaData) -> None:
+    slept: list[float] = []
+    with keboola_server(data.root) as server:
+        server.faults.fail_paths["/v2/storage/tables/in.c-crm.orders/export-async"] = 503
+        server.faults.fail_paths["/v2/storage/buckets"] = 502
+        with StorageApi(server.url, TOKEN, sleep=slept.append, retries=2) as api:
+            with pytest.raises(KeboolaError) as post:
+                api.export("in.c-crm.orders")
+            with pytest.raises(KeboolaError) as get:
+                api.buckets()
+        calls = [(m, p) for m, p, _ in server.faults.requests]
+    assert post.value.status == 503 and "503" in post.value.message
+    assert calls.count(("POST", "/v2/storage/tables/in.c-crm.orders/export-async")) == 1  # no duplicate export job
+    assert calls.count(("GET", "/v2/storage/buckets")) == 3 and get.value.status == 502  # idempotent: retried
+
+
+def test_403_names_the_table_and_keboolas_message(data: KeboolaData) -> None:
+    with keboola_server(data.root) as server:
+        server.faults.forbidden.add("in.c-crm.orders")
+        with StorageApi(server.url, TOKEN, sleep=lambda s: None) as api, pytest.raises(KeboolaError) as e:
+            api.table("in.c-crm.orders")
+    assert e.value.kind == "auth" and e.value.status == 403
+    assert "table in.c-crm.orders" in e.value.message and "(403)" in e.value.message
+    assert "don't have access" in e.value.message
+
+
+def test_an_export_job_that_never_finishes_times_out(data: KeboolaData) -> None:
+    with keboola_server(data.root) as server:
+        server.faults.stuck.add("in.c-crm.orders")
+        with StorageApi(server.url, TOKEN) as api, pytest.raises(KeboolaError) as e:
+            api.export("in.c-crm.orders", timeout=0.5, poll_max=0.1)
+        polls = [p for m, p, _ in server.faults.requests if m == "GET" and p.startswith("/v2/storage/jobs/")]
+    assert e.value.kind == "job" and "did not finish within 0.5s (last status processing)" in e.value.message
+    assert len(polls) >= 2  # polled with backoff until the deadline
+
+
+def test_table_detail_reports_rows_count(data: KeboolaData) -> None:
+    with keboola_server(data.root) as server, StorageApi(server.url, TOKEN) as api:
+        assert api.table("in.c-crm.orders")["rowsCount"] == 3
+        data.upsert_rows("in.c-crm.orders", [[4, "1.00", "false", "2024-03-01", "", "", "new"]])
+        assert api.table("in.c-crm.orders")["rowsCount"] == 4
+        assert {t["id"]: t["rowsCount"] for t in api.tables()} == {"in.c-crm.customers": 2, "in.c-crm.orders": 4}

@@ -35,14 +35,37 @@ def check(out: Path) -> None:
 
 @pytest.mark.parametrize("sliced", SLICING)
 async def test_s3_with_the_returned_aws_credentials(data: KeboolaData, tmp_path: Path, sliced: bool) -> None:
-    with moto_s3() as endpoint:
-        backend = S3Backend(endpoint, "kbc-exports")
+    import boto3
+
+    with moto_s3(tmp_path) as moto:
+        backend = S3Backend(moto.endpoint, "kbc-exports", access_key=moto.access_key)
+        config = {"storage_endpoints": {"s3": moto.endpoint}}
         with keboola_server(data.root, backend=backend, sliced=sliced, slice_rows=1) as server:
-            result = await run_keboola(server.url, tmp_path / "out", config={"storage_endpoints": {"s3": endpoint}})
+            result = await run_keboola(server.url, tmp_path / "out", config=config)
             info = server.file_json(max(server._files), federation=True)
-    assert result.status == "succeeded" and result.tables_done, (result.error, result.tables_failed)
-    assert info["provider"] == "aws" and info["credentials"]["SessionToken"]
-    check(tmp_path / "out")
+            assert result.status == "succeeded" and result.tables_done, (result.error, result.tables_failed)
+            creds = info["credentials"]
+            assert info["provider"] == "aws" and creds["SessionToken"] and creds["AccessKeyId"] != moto.access_key[0]
+            check(tmp_path / "out")
+
+            # moto enforces IAM: keys it never issued are refused (so the success above used the returned ones)
+            stranger = boto3.client("s3", region_name="us-east-1", endpoint_url=moto.endpoint,
+                                    aws_access_key_id="AKIAIOSFODNN7EXAMPLE", aws_secret_access_key="nope")
+            with pytest.raises(Exception, match="InvalidAccessKeyId|AccessDenied|SignatureDoesNotMatch"):
+                stranger.list_objects_v2(Bucket="kbc-exports")
+
+            good = backend.file_fields
+
+            def expired(key: str, sliced: bool) -> dict:  # Keboola hands out credentials S3 no longer accepts
+                fields = good(key, sliced)
+                return {**fields, "credentials": {**fields["credentials"], "SessionToken": "expired-session"}}
+
+            backend.file_fields = expired
+            failed = await run_keboola(server.url, tmp_path / "out2", config=config)
+    assert failed.status == "failed" and not failed.tables_done
+    error = failed.tables_failed["in_c_crm_orders"]["error"]
+    assert "download of s3://kbc-exports/" in error and "from aws failed" in error, error
+    assert "(InvalidToken)" in error and "token is malformed or otherwise invalid" in error, error
 
 
 @pytest.mark.parametrize("sliced", SLICING)

@@ -180,3 +180,30 @@ async def test_two_ids_that_normalise_alike_are_never_merged(data: KeboolaData, 
         result = await run_keboola(server.url, tmp_path / "out")
     assert "never merged" in result.tables_failed["in_c_crm_a_b"]["error"]
     assert sorted(result.tables_done) == ["in_c_crm_customers", "in_c_crm_orders"]
+
+
+async def test_a_stuck_export_times_out_a_403_fails_its_table_and_tables_export_concurrently(
+        data: KeboolaData, tmp_path: Path) -> None:
+    data.put_table("in.c-crm.secret", ["id"], [[1]], types={"id": "INTEGER"})
+    with keboola_server(data.root) as server:
+        server.faults.stuck.add("in.c-crm.customers")  # its export job stays `processing`
+        server.faults.forbidden.add("in.c-crm.secret")  # the token may not read it
+        runs, overlapped = {}, {}
+        for workers in (4, 1):
+            server.faults.requests.clear()
+            runs[workers] = await run_keboola(server.url, tmp_path / f"out{workers}",
+                                              config={"export_timeout_seconds": 2, "export_workers": workers})
+            calls = [(m, p) for m, p, _ in server.faults.requests]
+            stuck_job = max(j for j, job in server._jobs.items() if job["tableId"] == "in.c-crm.customers")
+            stuck_polls = [i for i, call in enumerate(calls) if call == ("GET", f"/v2/storage/jobs/{stuck_job}")]
+            orders = calls.index(("POST", "/v2/storage/tables/in.c-crm.orders/export-async"))
+            overlapped[workers] = orders < max(stuck_polls)
+    for result in runs.values():
+        assert result.status == "succeeded", result.error
+        assert list(result.tables_done) == ["in_c_crm_orders"]
+        stuck = result.tables_failed["in_c_crm_customers"]["error"]
+        assert "in.c-crm.customers" in stuck and "did not finish within 2s (last status processing)" in stuck
+        forbidden = result.tables_failed["in_c_crm_secret"]["error"]
+        assert "table in.c-crm.secret" in forbidden and "refused the Storage API token (403)" in forbidden
+    # with 4 workers the orders export starts while the customers job is still polled; with 1 it waits
+    assert overlapped == {4: True, 1: False}

@@ -3,15 +3,19 @@
 Why our own: the DuckDB community extension cannot see linked buckets and is
 not installable offline. Every call sends `X-StorageApi-Token` (never the
 token in a URL), POST bodies are form-encoded, 429 honours `Retry-After`
-(bounded) and transient failures are retried with backoff; anything else
-becomes a `KeboolaError` carrying Keboola's own message.
+(bounded) and transient failures are retried with backoff - a GET on 5xx or a
+network error, a POST only on 429 or when it never connected (Keboola did not
+take it), so a retry never starts a second export job; anything else becomes a
+`KeboolaError` carrying Keboola's own message.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 
@@ -34,9 +38,26 @@ def storage_base(stack_url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise KeboolaError("bad_response", f"keboola_url {stack_url!r} must start with https:// (e.g. "
                            "https://connection.keboola.com, the stack URL)")
+    if plain_http_to_remote(url):
+        raise KeboolaError("bad_response", f"keboola_url {stack_url!r} is plain http:// to a host that is not this "
+                           "machine: the Storage API token would travel unencrypted; use https://")
     if url.endswith("/v2/storage"):
         return url
     return url + "/v2/storage"
+
+
+def plain_http_to_remote(url: str) -> bool:
+    """True for http:// to anything but loopback (the local test server may use http; Keboola never does)."""
+    parsed = urlparse(url.strip())
+    if parsed.scheme != "http":
+        return False
+    host = (parsed.hostname or "").lower()
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def _message(resp: httpx.Response) -> str:
@@ -75,12 +96,14 @@ class StorageApi:
         """One call with retries; `what` names the object in error messages (e.g. "table in.c-crm.orders")."""
         url = self.base + path
         delay = 0.5
+        idempotent = method == "GET"  # a POST retried after a 5xx or a lost answer may start a second export
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
                 resp = self.http.request(method, url, params=params, data=form)
             except httpx.TransportError as e:
-                if last:
+                # a POST is retried only when it never reached Keboola (no connection)
+                if last or not (idempotent or isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))):
                     raise KeboolaError("network", f"{what}: cannot reach the Keboola Storage API at {self.base}: "
                                        f"{type(e).__name__}: {e}") from None
                 self.sleep(delay)
@@ -95,7 +118,7 @@ class StorageApi:
                 self.sleep(wait)
                 delay = min(delay * 2, 10)
                 continue
-            if resp.status_code >= 500 and not last:
+            if resp.status_code >= 500 and idempotent and not last:
                 self.sleep(delay)
                 delay = min(delay * 2, 10)
                 continue

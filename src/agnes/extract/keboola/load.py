@@ -1,9 +1,12 @@
 """Downloaded Keboola CSV files -> one typed parquet file (optionally merged into the previous one).
 
 Keboola values are text; empty means NULL for every non-string type. A value
-that does not parse under its declared type is never silently nulled: the
-column is kept as VARCHAR (no value lost) and reported with the count and an
-example, so the admin can fix the column's type in Keboola.
+that does not parse under its declared type - or that the type would change
+(INTEGER `1.5`, NUMERIC(12,2) `12.555`, TIMESTAMP `...+0200`, DATE with a time
+of day) - is never silently nulled or rounded: the column is kept as VARCHAR
+(no value lost) and reported with the count and an example, so the admin can
+fix the column's type in Keboola. The session zone is UTC: a TIMESTAMP_TZ
+value without an offset is UTC, whatever the host's zone.
 
 The incremental cursor travels inside the parquet file's key-value metadata
 (`agnes.keboola.cursor`): it is published, carried over and rolled back with
@@ -95,6 +98,7 @@ def load(table_id: str, files: list[Path], *, header: bool, types: list[tuple[st
     con = duckdb.connect()  # in memory, spilling to `work/tmp` past the memory limit
     try:
         con.execute(f"SET temp_directory = {_lit(work / 'tmp')}")
+        con.execute("SET TimeZone = 'UTC'")  # a TIMESTAMP_TZ value without an offset is UTC, whatever the host
         con.execute("SET preserve_insertion_order = true")
         spec = "{" + ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in columns) + "}"
         if files:
@@ -136,15 +140,43 @@ def load(table_id: str, files: list[Path], *, header: bool, types: list[tuple[st
     return Loaded(out, rows, final, problems, merged)
 
 
+def _changed(col: str, typ: str) -> str:
+    """SQL: true when the text in `col` does not parse as `typ`, or parses into a different value.
+
+    TRY_CAST alone is not enough: it rounds `1.5` into BIGINT 2, `12.555` into
+    DECIMAL(12,2) 12.56, drops a TIMESTAMP's `+0200` and a DATE's time of day.
+    The session zone is UTC (see `load`), so "without offset" means UTC.
+    """
+    c = _q(col)
+    cast = f"TRY_CAST({c} AS {typ})"
+    failed = f"{cast} IS NULL"
+    if typ == "BIGINT":  # digits only: no fraction, exponent or `1_000`
+        return f"({failed} OR NOT regexp_full_match({c}, '\\s*[+-]?\\d+\\s*'))"
+    if typ.startswith("DECIMAL("):
+        scale = int(typ[len("DECIMAL("):-1].split(",")[1])
+        plain = "regexp_full_match(" + c + ", '\\s*[+-]?(\\d+\\.?\\d*|\\.\\d+)\\s*')"
+        digits = f"length(rtrim(regexp_extract(trim({c}), '\\.(\\d*)$', 1), '0'))"
+        return (f"({failed} OR ({plain} AND {digits} > {scale}) OR "
+                f"(NOT {plain} AND TRY_CAST({c} AS DOUBLE) IS DISTINCT FROM {cast}::DOUBLE))")
+    sub_micro = f"regexp_matches({c}, '\\d:\\d\\d(:\\d\\d)?\\.\\d{{6}}\\d*[1-9]')"
+    if typ == "TIMESTAMP":  # an offset other than UTC would be dropped, not applied
+        return f"({failed} OR {sub_micro} OR {cast} IS DISTINCT FROM TRY_CAST({c} AS TIMESTAMPTZ)::TIMESTAMP)"
+    if typ == "TIMESTAMP WITH TIME ZONE":
+        return f"({failed} OR {sub_micro})"
+    if typ == "DATE":  # a time of day (or an offset that moves the day) would be dropped
+        return f"({failed} OR TRY_CAST({c} AS TIMESTAMPTZ) IS DISTINCT FROM {cast}::TIMESTAMPTZ)"
+    return failed
+
+
 def _check_types(con: duckdb.DuckDBPyConnection, types: list[tuple[str, str]]) -> tuple[
         list[tuple[str, str]], list[TypeProblem]]:
-    """Count values that do not parse under each declared type (one scan); such columns stay VARCHAR."""
+    """Count values the declared type would not keep exactly (one scan); such columns stay VARCHAR."""
     typed = [(c, t) for c, t in types if t != "VARCHAR"]
     if not typed:
         return list(types), []
     parts = []
     for c, t in typed:
-        bad = f"{_q(c)} IS NOT NULL AND {_q(c)} <> '' AND TRY_CAST({_q(c)} AS {t}) IS NULL"
+        bad = f"{_q(c)} IS NOT NULL AND {_q(c)} <> '' AND {_changed(c, t)}"
         parts.append(f"count(*) FILTER (WHERE {bad}), min({_q(c)}) FILTER (WHERE {bad})")
     row = con.execute(f"SELECT {', '.join(parts)} FROM raw").fetchone()
     problems = []

@@ -161,10 +161,8 @@ def download(info: dict[str, Any], dest: Path, *, endpoints: dict[str, str] | No
             store.get(store.whole_file_ref(), part)
             return Downloaded([_gz_name(part)], header=True)
         manifest_path = dest / "manifest.json"
-        if store.provider in ("azure", "gcp") or not info.get("url"):
-            store.get(store.whole_file_ref("manifest"), manifest_path)
-        else:
-            store.get(str(info["url"]), manifest_path)
+        # with the federation credentials like the slices (the presigned `url` only when there is no provider path)
+        store.get(store.whole_file_ref("manifest"), manifest_path)
         try:
             entries = [str(e["url"]) for e in json.loads(manifest_path.read_text())["entries"]]
         except (ValueError, KeyError, TypeError) as e:
