@@ -153,48 +153,52 @@ def test_docker_blocks_reference_real_services_and_variables():
 
 # --- the walk-through ----------------------------------------------------------------------
 
-# Variables the walk-through provides besides AGNES_URL (the Keboola variant's KEBOOLA_STACK_URL and
-# KEBOOLA_STORAGE_TOKEN come from the local Keboola test server the test starts); the blocks may use
-# them like any exported variable.
-EXTRA_ENV: dict[str, str] = {"KEBOOLA_STACK_URL": "", "KEBOOLA_STORAGE_TOKEN": "quickstart-kbc-token"}
-
-
 def _bash_env(url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGNES_", "JWT_", "SESSION_", "DATA_DIR"))}
-    env.update(EXTRA_ENV, AGNES_URL=url)
+    """The caller's environment minus anything that would point the blocks elsewhere (a real Keboola
+    token, another Agnes): the blocks see only what earlier blocks set."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AGNES_", "JWT_", "SESSION_", "DATA_DIR", "KEBOOLA_", "REDIS_URL", "SETUP_TOKEN",
+                                "JOB_ID", "STATUS", "ADMIN_", "LOGIN_TOKEN"))}
+    env["AGNES_URL"] = url
     return env
 
 
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def errors(self) -> list[dict]:
+        """The errors agnes_api printed on stderr (one JSON object a line)."""
+        return [json.loads(line) for line in self.stderr.splitlines() if line.startswith("{")]
+
+
 class Shell:
-    """One shell session across blocks: exported variables are saved after each block and restored."""
+    """One shell session across blocks, as a person pasting them into one terminal: exported variables
+    and functions are saved after each block and restored before the next."""
 
     def __init__(self, cwd: Path, env: dict[str, str]) -> None:
         self.cwd, self.env = cwd, env
         self.state = cwd / ".quickstart-env"
         self.state.write_text("")
 
-    def run(self, block: Block, timeout: float = 180) -> str:
-        script = f'source "{self.state}"\nset -euo pipefail\n{block.body}\nexport -p > "{self.state}"\n'
-        done = subprocess.run(["bash", "-c", script], cwd=self.cwd, env=self.env, capture_output=True,
+    def paste(self, lines: str) -> None:
+        self.state.write_text(self.state.read_text() + lines)
+
+    def run(self, block: Block, *, strict: bool = True, timeout: float = 180, **env: str) -> Ran:
+        """`strict`: `set -euo pipefail`, as the test's own guard; without it, as typed into a terminal."""
+        script = (f'source "{self.state}"\n{"set -euo pipefail" if strict else ""}\n{block.body}\n'
+                  f'{{ export -p; declare -f; }} > "{self.state}"\n')
+        done = subprocess.run(["bash", "-c", script], cwd=self.cwd, env={**self.env, **env}, capture_output=True,
                               text=True, timeout=timeout)
-        assert done.returncode == 0, f"{block} failed ({done.returncode}):\n{block.body}\n" \
-                                     f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
-        return done.stdout
+        return Ran(done.returncode, done.stdout, done.stderr)
 
 
 def _expected_status_counts() -> list[list[object]]:
     orders = generate()["orders"]
     counts = pc.value_counts(orders["status"]).to_pylist()
     return sorted([c["values"], c["counts"]] for c in counts)
-
-
-SQL_FIX = re.compile(r"\b(SELECT|WHERE|LIMIT|FROM|JOIN|PIVOT|CAST|GROUP BY)\b|';'")
-
-
-def actionable(code: str, hint: str) -> bool:
-    """An endpoint, env var, command or header to use; for SQL errors, the SQL to write instead."""
-    sql_error = code.startswith("query_") or code in ("multiple_statements", "function_not_allowed")
-    return bool(concrete_actions(hint) or (sql_error and SQL_FIX.search(hint)))
 
 
 def _assert_actionable(body: dict, code: str) -> dict:
@@ -204,6 +208,29 @@ def _assert_actionable(body: dict, code: str) -> dict:
     return err
 
 
+NULLABLE = {"error"}  # a finished job's `error` is null when it succeeded
+
+
+def _assert_no_missing_fields(block: Block, stdout: str) -> None:
+    """A projection like `jq '{name, type}'` prints null for a renamed field; nothing printed may be null
+    (bar NULLABLE keys), so a renamed field fails here instead of printing `null`."""
+    def walk(value: object, path: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                assert v is not None or k in NULLABLE, f"{block}: {path}.{k} is null — renamed field?\n{stdout}"
+                walk(v, f"{path}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                if isinstance(v, dict | list):
+                    walk(v, f"{path}[{i}]")
+    for line in stdout.splitlines():
+        if line.startswith(("{", "[")):
+            walk(json.loads(line), "")
+        assert line.strip() != "null", f"{block} printed null:\n{stdout}"
+    if stdout.lstrip().startswith("{") and "\n{" not in stdout.strip() and "\n" in stdout.strip():
+        walk(json.loads(stdout), "")  # one pretty-printed object
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """The checkout as `make run` sees it: ./data and ./.venv (bin/agnes) beside the commands."""
@@ -211,62 +238,122 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+class DocServer:
+    """A ```bash server no-docker``` block run as written (port 8765 -> a free one), in the workdir."""
+
+    def __init__(self, block: Block, cwd: Path, env: dict[str, str]) -> None:
+        assert "--port 8765" in block.body, block
+        self.proc = subprocess.Popen(["bash", "-c", block.body.replace("--port 8765", "--port 0")], cwd=cwd,
+                                     env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def exports(self, timeout: float = 30) -> str:
+        """The `export NAME=value` lines it prints for the user to paste."""
+        lines: list[str] = []
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+        deadline = time.monotonic() + timeout
+        while sum(line.startswith("export ") for line in lines) < 2:
+            assert time.monotonic() < deadline and self.proc.poll() is None, f"no export lines: {lines}"
+            if sel.select(timeout=0.5):
+                lines.append(self.proc.stdout.readline())  # type: ignore[union-attr]
+        return "".join(line for line in lines if line.startswith("export "))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(10)
+
+
 @pytest.mark.slow
 def test_a_new_agent_follows_quickstart_to_a_correct_query(workdir: Path, data_dir: Path):
     assert data_dir == workdir / "data"  # make run's DATA_DIR=./data, seen from the checkout
     server = LiveServer(data_dir)
-    kbc = KeboolaServer(demo_data(workdir / "kbc-demo").root, tokens=[EXTRA_ENV["KEBOOLA_STORAGE_TOKEN"]]).start()
+    demo: DocServer | None = None
     try:
         server.wait_ready()
-        shell = Shell(workdir, {**_bash_env(server.url), "KEBOOLA_STACK_URL": kbc.url})
-        outputs: dict[int, str] = {}
+        shell = Shell(workdir, _bash_env(server.url))
+        outputs: dict[int, Ran] = {}
         for block in BASH:
-            if block.tags[0] != "run":
+            if block.tags == ("server", "no-docker"):  # the Keboola demo server, in a "second terminal"
+                demo = DocServer(block, workdir, shell.env)
+                exports = demo.exports()
+                assert "KEBOOLA_STACK_URL=" in exports and "KEBOOLA_STORAGE_TOKEN=" in exports, exports
+                shell.paste(exports)
+                continue
+            if block.tags not in RUN:
                 continue
             if "/auth/bootstrap" in block.body:
                 _meet_setup_errors(server.url)
-            outputs[block.line] = shell.run(block)
             if "error" in block.tags:
-                _check_error_block(block, outputs[block.line])
+                ran = outputs[block.line] = shell.run(block, strict=False)
+                _check_error_block(block, ran)
+            else:
+                ran = outputs[block.line] = shell.run(block)
+                assert ran.returncode == 0, f"{block} failed ({ran.returncode}):\n{block.body}\n" \
+                                            f"--- stdout\n{ran.stdout}\n--- stderr\n{ran.stderr}"
+                _assert_no_missing_fields(block, ran.stdout)
         _check_results(outputs)
+        _a_failing_call_shows_its_error(shell)
         _meet_more_errors(server.url, workdir)
     finally:
         server.stop()
-        kbc.stop()
+        if demo is not None:
+            demo.stop()
 
 
-def _output_of(outputs: dict[int, str], needle: str) -> str:
+def _output_of(outputs: dict[int, Ran], needle: str) -> Ran:
     [line] = [b.line for b in BASH if needle in b.body and b.line in outputs]
     return outputs[line]
 
 
-def _check_results(outputs: dict[int, str]) -> None:
-    answer = json.loads(_output_of(outputs, "GROUP BY status"))
+def _check_results(outputs: dict[int, Ran]) -> None:
+    answer = json.loads(_output_of(outputs, "GROUP BY status").stdout)
     assert answer["columns"] == ["status", "orders"]
     assert answer["rows"] == _expected_status_counts()
     assert sum(n for _, n in answer["rows"]) == 10_000
-    assert _output_of(outputs, "/download").strip() == "10000 rows"
-    assert json.loads(_output_of(outputs, "FROM sales.regions")) == [["North", 120000], ["South", 95000],
-                                                                     ["East", 87000]]
-    missing = json.loads(_output_of(outputs, "'{data_source: \"keboola\", keboola_url: $url}'"))
+    assert _output_of(outputs, "duckdb.sql").stdout.strip() == "10000 rows"
+    assert json.loads(_output_of(outputs, "FROM sales.regions").stdout) == [["North", 120000], ["South", 95000],
+                                                                            ["East", 87000]]
+    [missing] = _output_of(outputs, "'{data_source: \"keboola\", keboola_url: $url}'").errors()
     assert missing["code"] == "missing_credentials" and "KEBOOLA_STORAGE_TOKEN" in missing["message"], missing
-    refused = json.loads(_output_of(outputs, "not-a-storage-token"))
+    [refused] = _output_of(outputs, "not-a-storage-token").errors()
     assert refused["code"] == "invalid_credentials" and "KEBOOLA_STORAGE_TOKEN" in refused["hint"], refused
-    typed = json.loads(_output_of(outputs, "FROM keboola.in_c_crm_orders"))
+    assert json.loads(_output_of(outputs, 'select(.source == "keboola")').stdout) == [
+        "keboola.in_c_crm_customers", "keboola.in_c_crm_orders"]
+    typed = json.loads(_output_of(outputs, "FROM keboola.in_c_crm_orders").stdout)
     assert typed["types"] == ["BIGINT", "DECIMAL(12,2)", "BOOLEAN", "DATE"], typed
     assert [r[0] for r in typed["rows"]] == [1, 2, 3] and typed["rows"][0][2] is True, typed
-    health = json.loads(_output_of(outputs, '{status, setup_required, checks, warnings, errors}'))
+    health = json.loads(_output_of(outputs, '{status, setup_required, checks, warnings, errors}').stdout)
     assert health["setup_required"] is False and health["checks"]["catalog"]["status"] == "ok"
 
 
-def _check_error_block(block: Block, stdout: str) -> None:
-    lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
-    assert lines, f"{block} printed nothing"
-    for err in lines:
+def _check_error_block(block: Block, ran: Ran) -> None:
+    assert ran.returncode != 0, f"{block} was meant to fail but exited 0:\n{ran.stdout}{ran.stderr}"
+    errors = ran.errors()
+    assert errors and len(errors) == block.body.count("agnes_api "), f"{block} printed no error:\n{ran.stderr}"
+    for err in errors:
         assert err.get("code") and actionable(err["code"], err.get("hint", "")), f"{block}: no actionable hint: {err}"
+        assert isinstance(err.get("status"), int) and err["status"] >= 400, err
     comment = block.body + "".join(QUICKSTART.read_text().splitlines(True)[block.line - 3:block.line])
-    for err in lines:  # the prose right above the block names the code the agent will see
+    for err in errors:  # the prose right above the block names the code the agent will see
         assert err["code"] in comment, f"{block}: the doc does not announce {err['code']}"
+
+
+def _a_failing_call_shows_its_error(shell: Shell) -> None:
+    """The promise of the doc's introduction: a call that fails shows the error and stops the block — also
+    typed into a plain terminal (no `set -e`, no pipefail), where an empty value would otherwise carry on."""
+    wrong = {"AGNES_TOKEN": "agnes_not-a-real-token"}
+    for needle in ("GROUP BY status", '{"source": "sample"}'):  # a query, and `JOB_ID="$(… | jq -er .job_id)"`
+        [block] = [b for b in BASH if needle in b.body and b.tags == ("run",)]
+        for strict in (False, True):
+            shell.paste("\n".join(f"export {k}={v}" for k, v in wrong.items()) + "\n")
+            ran = shell.run(block, strict=strict)
+            assert ran.returncode != 0, f"{block} with a wrong token exited 0 (strict={strict}):\n{ran.stdout}"
+            [err] = ran.errors()
+            assert err["status"] == 401 and err["code"] == "invalid_token", ran.stderr
+            assert "POST /auth/token" in err["hint"], err
+            assert "null" not in ran.stdout, f"{block} went on with a null value:\n{ran.stdout}"
 
 
 def _meet_setup_errors(url: str) -> None:
