@@ -225,7 +225,8 @@ async def run_connector(
         collector = _Collector(result, on_event, secrets)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "extractor.py", cwd=str(info.path), env=env, stdin=asyncio.subprocess.DEVNULL,
+                sys.executable, "-m", "agnes.extract.launch", str(os.getpid()), "extractor.py",
+                cwd=str(info.path), env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
             )
         except OSError as e:
