@@ -5,6 +5,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.installed-run-stamp
 DATA_DIR ?= ./data
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -12,10 +13,16 @@ PYTEST_ARGS ?=
 
 .PHONY: install tools run test lint openapi-snapshot errors-doc clean
 
-$(STAMP): pyproject.toml
+# Two stamps: `make run` installs only what serving needs (a fresh machine serves sooner);
+# `make test` and the other targets install the test and lint extras too.
+$(RUN_STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Agnes needs Python 3.11 or newer on PATH (python3.11, python3.12 …)."; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]'  # lint: hadolint, compose, schema checks (tests use them)
 	@touch $(STAMP)
 
@@ -30,7 +37,7 @@ tools:
 	elif [ -n "$$CI" ]; then echo "npm is missing: install nodejs + npm (the Azure Blob tests need azurite)"; exit 1; \
 	else echo "note: npm is missing, so the Azure Blob tests will be skipped (install nodejs + npm)"; fi
 
-run: install
+run: $(RUN_STAMP)
 	DATA_DIR=$(DATA_DIR) $(BIN)/agnes serve --host $(HOST) --port $(PORT)
 
 test: install tools

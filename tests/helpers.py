@@ -21,7 +21,10 @@ def free_port() -> int:
 
 
 def agnes_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGNES_", "JWT_", "SESSION_"))}
+    """The caller's environment without Agnes settings, and without anything that would make a test
+    reach another address (a developer's real Keboola token, their Redis): tests pass those explicitly."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AGNES_", "JWT_", "SESSION_", "KEBOOLA_", "REDIS_URL"))}
     env.update({"DATA_DIR": str(data_dir), **extra})
     return env
 

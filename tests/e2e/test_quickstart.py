@@ -25,7 +25,6 @@ from pathlib import Path
 import httpx
 import pyarrow.compute as pc
 import pytest
-import yaml
 from typer.main import get_command
 
 from agnes.cli import app as cli_app
@@ -132,7 +131,8 @@ def test_docker_blocks_reference_real_services_and_variables():
     defined = {"AGNES_URL", "PATH", "HOME"}
     for block in BASH:  # a variable a block uses must be exported by an earlier block (or itself)
         defined |= set(re.findall(r"(?:export )?\b([A-Z][A-Z0-9_]*)=", block.body))
-        used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", block.body))
+        required = re.sub(r"\$\{[A-Z][A-Z0-9_]*:?[-+][^}]*\}", "", block.body)  # ${X:-default}, ${X:+when set}
+        used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", required))
         assert used <= defined, f"{block} uses {sorted(used - defined)} before any block sets it"
     services = set(re.findall(r"docker compose (?:exec|logs|restart)(?: -T)? ([a-z][a-z0-9_-]*)", text))
     services |= set(re.findall(r"docker compose cp \S+ ([a-z][a-z0-9_-]*):", text))
@@ -182,16 +182,18 @@ class Shell:
         self.cwd, self.env = cwd, env
         self.state = cwd / ".quickstart-env"
         self.state.write_text("")
+        self.options = ""  # `set -o …` a block typed: it stays set in the terminal
 
     def paste(self, lines: str) -> None:
         self.state.write_text(self.state.read_text() + lines)
 
     def run(self, block: Block, *, strict: bool = True, timeout: float = 180, **env: str) -> Ran:
         """`strict`: `set -euo pipefail`, as the test's own guard; without it, as typed into a terminal."""
-        script = (f'source "{self.state}"\n{"set -euo pipefail" if strict else ""}\n{block.body}\n'
-                  f'{{ export -p; declare -f; }} > "{self.state}"\n')
+        script = (f'source "{self.state}"\n{self.options}{"set -euo pipefail" if strict else ""}\n{block.body}\n'
+                  f'rc=$?; {{ export -p; declare -f; }} > "{self.state}"; exit $rc\n')
         done = subprocess.run(["bash", "-c", script], cwd=self.cwd, env={**self.env, **env}, capture_output=True,
                               text=True, timeout=timeout)
+        self.options += "".join(f"{m}\n" for m in re.findall(r"^set -o \w+", block.body, re.M))  # stays set
         return Ran(done.returncode, done.stdout, done.stderr)
 
 
@@ -223,12 +225,18 @@ def _assert_no_missing_fields(block: Block, stdout: str) -> None:
             for i, v in enumerate(value):
                 if isinstance(v, dict | list):
                     walk(v, f"{path}[{i}]")
-    for line in stdout.splitlines():
-        if line.startswith(("{", "[")):
-            walk(json.loads(line), "")
-        assert line.strip() != "null", f"{block} printed null:\n{stdout}"
-    if stdout.lstrip().startswith("{") and "\n{" not in stdout.strip() and "\n" in stdout.strip():
-        walk(json.loads(stdout), "")  # one pretty-printed object
+    decoder, at = json.JSONDecoder(), 0
+    while at < len(stdout):  # JSON values (compact or pretty-printed) between lines of plain text
+        if stdout[at] in "{[":
+            value, at = decoder.raw_decode(stdout, at)
+            walk(value, "")
+        else:
+            line_end = stdout.find("\n", at)
+            line_end = len(stdout) if line_end < 0 else line_end
+            assert stdout[at:line_end].strip() != "null", f"{block} printed null:\n{stdout}"
+            at = line_end
+        while at < len(stdout) and stdout[at] in " \n":
+            at += 1
 
 
 @pytest.fixture
@@ -343,12 +351,13 @@ def _check_error_block(block: Block, ran: Ran) -> None:
 def _a_failing_call_shows_its_error(shell: Shell) -> None:
     """The promise of the doc's introduction: a call that fails shows the error and stops the block — also
     typed into a plain terminal (no `set -e`, no pipefail), where an empty value would otherwise carry on."""
-    wrong = {"AGNES_TOKEN": "agnes_not-a-real-token"}
+    session = shell.state.read_text()
     for needle in ("GROUP BY status", '{"source": "sample"}'):  # a query, and `JOB_ID="$(… | jq -er .job_id)"`
         [block] = [b for b in BASH if needle in b.body and b.tags == ("run",)]
         for strict in (False, True):
-            shell.paste("\n".join(f"export {k}={v}" for k, v in wrong.items()) + "\n")
+            shell.paste("export AGNES_TOKEN=agnes_not-a-real-token\n")
             ran = shell.run(block, strict=strict)
+            shell.state.write_text(session)
             assert ran.returncode != 0, f"{block} with a wrong token exited 0 (strict={strict}):\n{ran.stdout}"
             [err] = ran.errors()
             assert err["status"] == 401 and err["code"] == "invalid_token", ran.stderr

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -72,20 +71,27 @@ def test_a_missing_path_fails_with_what_to_configure(tmp_path: Path):
     assert ran.returncode == 2 and '"options": {"path"' in ran.stderr and "/api/admin/configure" in ran.stderr
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mode, p.read_bytes() if p.is_file() else b"")
+            for p in sorted(folder.rglob("*"))}
+
+
 @pytest.fixture
 def mounted(tmp_path: Path) -> Path:
-    """`./custom-connectors` as the override mounts it: the example copied in, read-only."""
+    """`./custom-connectors` as the override mounts it (read-only): the example copied in. A chmod cannot
+    make it read-only for root (the tests may run as root), so the fixture checks instead that Agnes
+    wrote nothing into it — no __pycache__, no state, no output — as a read-only mount requires."""
     host, container = documented_mount()
     # In the image the mount target IS the default custom connectors directory (no setting needed);
     # outside Docker the same folder is named by AGNES_CUSTOM_CONNECTORS_DIR.
     assert Path(container) == Path("/app/connectors/custom") and BUILTIN_CONNECTORS_DIR.name == "connectors"
     folder = tmp_path / Path(host).name
     shutil.copytree(EXAMPLE, folder / EXAMPLE.name, ignore=shutil.ignore_patterns("__pycache__"))
-    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
-        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    before = _snapshot(folder)
     yield folder
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    after = _snapshot(folder)
+    assert after == before, (f"Agnes wrote into the read-only connector mount: added {sorted(set(after) - set(before))}"
+                             f", changed {sorted(k for k in before if k in after and after[k] != before[k])}")
 
 
 async def test_mounted_example_is_configured_synced_and_queried(mounted: Path, make_settings, data_dir: Path,

@@ -41,7 +41,7 @@ def test_claude_md_covers_what_an_agent_needs():
                     "The extract contract", "Recipe: a Tier A (custom) connector"):
         assert re.search(rf"^## {re.escape(heading)}", text, re.M), f"CLAUDE.md lacks the section {heading!r}"
     recipe = text.split("## Recipe: a Tier A (custom) connector", 1)[1].split("\n## ", 1)[0]
-    assert _blocks_in(recipe, "bash")[-1].strip() == "agnes contract check /tmp/out", \
+    assert _blocks_in(recipe, "bash")[-1].strip() == ".venv/bin/agnes contract check /tmp/out", \
         "the connector recipe ends with `agnes contract check`"
     assert "QUICKSTART.md" in text and "docs/errors.md" in text
     assert "click" not in text.lower() and "screenshot" not in text.lower()
@@ -90,3 +90,14 @@ def test_layout_in_claude_md_exists():
                 assert (ROOT / folder).exists(), f"CLAUDE.md layout lists {folder}, which does not exist"
         for file in re.findall(r"^  ([a-z_]+\.py)\b", line):  # entries of src/agnes/ (deeper lines are prose)
             assert (ROOT / "src" / "agnes" / file).is_file(), f"CLAUDE.md layout lists {file}"
+
+
+def test_duckdb_pins_written_in_the_docs_match_pyproject():
+    """A connector must write with the DuckDB version Agnes reads; the docs name it by hand."""
+    pinned = re.search(r'"duckdb==([\w.]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8")).group(1)
+    files = [CLAUDE, ROOT / "docs" / "connectors.md", ROOT / "examples" / "standalone-connector" / "README.md",
+             ROOT / "examples" / "standalone-connector" / "Dockerfile"]
+    found = {str(p.relative_to(ROOT)): re.findall(r"duckdb==([\w.]+)", p.read_text(encoding="utf-8")) for p in files}
+    assert all(found.values()), f"expected a duckdb==VERSION pin in each of {found}"
+    wrong = {name: pins for name, pins in found.items() if set(pins) != {pinned}}
+    assert not wrong, f"pyproject.toml pins duckdb=={pinned}; these say otherwise: {wrong}"

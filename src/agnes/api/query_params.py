@@ -23,8 +23,10 @@ def known_query_only(connection: ASGIConnection[Any, Any, Any, Any], handler: Ba
     if unknown:
         listed = ", ".join(allowed) or "none"
         raise AgnesError("validation_failed", f"Unknown query parameter(s): {', '.join(map(repr, unknown))}.",
-                         hint=f"This route accepts these query parameters: {listed} (GET /schema/openapi.json lists them).")
+                         hint=f"This route accepts these query parameters: {listed} "
+                              "(GET /schema/openapi.json lists them).")
     repeated = sorted(k for k in set(params.keys()) if len(params.getall(k)) > 1)
     if repeated:
         raise AgnesError("validation_failed", f"Query parameter(s) given more than once: {', '.join(repeated)}.",
-                         hint="Send each query parameter once (GET /schema/openapi.json lists each route's parameters).")
+                         hint="Send each query parameter once (GET /schema/openapi.json lists each route's "
+                              "parameters).")

@@ -59,7 +59,8 @@ class InProcessQueue:
     async def enqueue(self, job_id: int) -> None:
         if self._closed:
             raise AgnesError("queue_unavailable", "The server is shutting down; the job stays queued and runs "
-                             "after the next start.", hint=f"Nothing to do: after the restart follow the job with GET /api/sync/jobs/{job_id}.")
+                             "after the next start.", hint="Nothing to do: after the restart follow the job with "
+                                  f"GET /api/sync/jobs/{job_id}.")
         if job_id in self._tasks and not self._tasks[job_id].done():
             return  # already waiting or running here
         self._tasks[job_id] = asyncio.create_task(self._run(job_id), name=f"agnes-job-{job_id}")

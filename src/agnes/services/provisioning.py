@@ -77,8 +77,8 @@ def resolve_entry(stype: SourceType, entry: dict[str, Any], stored: set[str],
             body[key] = _substitute(value)
         except _Missing as m:
             raise StartupError("config_invalid", f"{where}: {key}: environment variable {m.variable} is not set.",
-                               hint=f"Set {m.variable} in the environment (.env), or change {key} in the file, then start "
-                                    "again (`agnes serve`, or `docker compose up -d`)."
+                               hint=f"Set {m.variable} in the environment (.env), or change {key} in the file, "
+                                    "then start again (`agnes serve`, or `docker compose up -d`)."
                                ) from None
     if stype.open_secrets and isinstance(entry.get("secrets"), dict):
         body["secrets"] = {}
@@ -89,8 +89,8 @@ def resolve_entry(stype: SourceType, entry: dict[str, Any], stored: set[str],
         if match is None:
             raise StartupError("config_invalid", f"{where}: secret {key!r} must be an ${{ENV_NAME}} reference, "
                                "not a literal value: this file is not encrypted.",
-                               hint=f"Write {key}: ${{SOME_VARIABLE}}, set SOME_VARIABLE in the environment (.env), then "
-                                    "start again (`agnes serve`, or `docker compose up -d`).")
+                               hint=f"Write {key}: ${{SOME_VARIABLE}}, set SOME_VARIABLE in the environment "
+                                    "(.env), then start again (`agnes serve`, or `docker compose up -d`).")
         variable = match[1]
         value = os.environ.get(variable) or None
         if value is None:
@@ -130,8 +130,8 @@ async def apply_provisioning(instance: Instance) -> list[str]:
             name = name or check_name(default)
             if name in seen:
                 raise StartupError("config_invalid", f"{where}: source {name!r} is declared twice (first at "
-                                   f"{seen[name]}).", hint="Give one of them another `name:`, then start again (`agnes serve`, or "
-                                        "`docker compose up -d`).")
+                                   f"{seen[name]}).", hint="Give one of them another `name:`, then start again "
+                                                           "(`agnes serve`, or `docker compose up -d`).")
             seen[name] = where
             checks: list[str] = []
             await configure(instance, None, body, origin="provisioning", secret_refs=refs, check_warnings=checks)

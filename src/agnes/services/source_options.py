@@ -32,8 +32,8 @@ MAX_OBJECT_BYTES = 64 * 1024
 CRON_MACROS = frozenset({"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"})
 _SECRET_LIKE = re.compile(r"secret|passw|token|api_?key|private_?key|credential", re.I)
 SCHEDULE_HINT = ('Send five cron fields "minute hour day-of-month month day-of-week" in UTC, e.g. "0 3 * * *" '
-                 '(every day at 03:00 UTC) or "*/30 * * * *"; or null to sync only on demand (POST /api/admin/configure or '
-                 'PATCH /api/admin/sources/{name} {"schedule": ...}).')
+                 '(every day at 03:00 UTC) or "*/30 * * * *"; or null to sync only on demand '
+                 '(POST /api/admin/configure or PATCH /api/admin/sources/{name} {"schedule": ...}).')
 
 
 @dataclass

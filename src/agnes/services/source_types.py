@@ -110,8 +110,8 @@ class SourceType:
         if info is None or info.origin != "builtin":
             raise AgnesError("connector_not_found",
                              f"The built-in connector {wanted!r} is missing from {BUILTIN_CONNECTORS_DIR}.",
-                             hint="Reinstall Agnes (the image ships connectors/: `docker compose pull && docker compose "
-                                  "up -d`); the folder needs extractor.py.")
+                             hint="Reinstall Agnes (the image ships connectors/: `docker compose pull && "
+                                  "docker compose up -d`); the folder needs extractor.py.")
         return info
 
     def run_config(self, ctx: SourceContext) -> dict[str, Any]:

@@ -329,8 +329,9 @@ async def connector_run_spec(instance: Instance, source_name: str, tables: list[
     stype = type_of(row["type"])
     if stype is None:
         raise AgnesError("unsupported_data_source", f"Source {source_name!r} has data_source {row['type']!r}, which "
-                         "this version of Agnes cannot run.", hint="Upgrade Agnes (`docker compose pull && docker compose up -d`), or delete the "
-                         f"source: DELETE /api/admin/sources/{source_name}?confirm={source_name}.")
+                         "this version of Agnes cannot run.",
+                         hint="Upgrade Agnes (`docker compose pull && docker compose up -d`), or delete the "
+                              f"source: DELETE /api/admin/sources/{source_name}?confirm={source_name}.")
     connector = stype.connector(ctx) if stype.connector_name(ctx.options) is not None else None
     wanted = list(tables) if tables is not None else None
     if not stype.extracts_all:

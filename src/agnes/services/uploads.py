@@ -80,8 +80,8 @@ async def stage_upload(instance: Instance, actor: User, source: str, filename: s
         table = normalize_table_name(shown.rsplit(".", 1)[0] if "." in shown[1:] else shown)
     except ValueError as e:
         raise AgnesError("invalid_csv", f"{shown}: {e}", hint="Rename the file so its name has letters or digits, "
-                         "e.g. orders_2024.csv (the table name comes from it), and send POST /api/admin/uploads?source=NAME "
-                         "again.") from None
+                         "e.g. orders_2024.csv (the table name comes from it), and send "
+                         "POST /api/admin/uploads?source=NAME again.") from None
     folder = instance.settings.uploads_dir / source
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{table}.csv"
