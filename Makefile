@@ -44,7 +44,7 @@ test: install tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src connectors contract_tests tests examples
+	$(BIN)/ruff check src connectors contract_tests tests examples scripts bench
 
 # Regenerate the committed OpenAPI snapshot after an intended API change.
 openapi-snapshot: install

@@ -44,7 +44,7 @@ from agnes.extract.writer import ExtractWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "perf"
-PASSWORD = "correct-horse-battery-staple"
+PASSWORD = "correct-horse-battery-staple"  # noqa: S105 -- a throw-away bench instance
 AGG = "SELECT grp, count(*) AS n, sum(val) AS s, avg(val) AS a, max(label) AS m FROM bench.events GROUP BY grp"
 WIDE = "SELECT id, amount, label, day, ts FROM bench.wide"
 ARROW = "application/vnd.apache.arrow.stream"

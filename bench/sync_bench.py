@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+from contract_tests import validate_extract
 
 from agnes.engine.catalog import ServingCatalog
 from agnes.engine.publish import new_staging_dir, publish, published_runs
 from agnes.extract.runner import find_connector, run_connector
-from contract_tests import validate_extract
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "perf"

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
-import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,15 +258,18 @@ class DocServer:
 
     def exports(self, timeout: float = 30) -> str:
         """The `export NAME=value` lines it prints for the user to paste."""
-        lines: list[str] = []
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+        lines: queue.Queue[str] = queue.Queue()
+        # A reader thread, not select(): a buffered text pipe may hold several lines after one wake-up.
+        threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+        seen: list[str] = []
         deadline = time.monotonic() + timeout
-        while sum(line.startswith("export ") for line in lines) < 2:
-            assert time.monotonic() < deadline and self.proc.poll() is None, f"no export lines: {lines}"
-            if sel.select(timeout=0.5):
-                lines.append(self.proc.stdout.readline())  # type: ignore[union-attr]
-        return "".join(line for line in lines if line.startswith("export "))
+        while sum(line.startswith("export ") for line in seen) < 2:
+            assert time.monotonic() < deadline and self.proc.poll() is None, f"no export lines: {seen}"
+            try:
+                seen.append(lines.get(timeout=0.5))
+            except queue.Empty:
+                pass
+        return "".join(line for line in seen if line.startswith("export "))
 
     def stop(self) -> None:
         if self.proc.poll() is None:

