@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+from agnes.devtools.local_http import LocalHttpServer
 
-class GcsServer:
+
+class GcsServer(LocalHttpServer):
     """`GcsServer(root, token).start()` -> `.url`; `.stop()` when done."""
+
+    thread_name = "gcs-server"
 
     def __init__(self, root: Path, token: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.root = Path(root)
@@ -95,22 +98,5 @@ class GcsServer:
                         remaining -= len(chunk)
                 self._send(200, b'{"kind": "storage#object"}')
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._bind(host, port, Handler)
 
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> GcsServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="gcs-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread:
-            self._thread.join(5)

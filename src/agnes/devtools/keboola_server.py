@@ -29,12 +29,14 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import duckdb
+
+from agnes.devtools.local_http import LocalHttpServer
 
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # noqa: S105 - azurite's public well-known dev key
@@ -342,8 +344,10 @@ class Faults:
     stuck: set[str] = field(default_factory=set)  # table ids whose export job stays `processing`
 
 
-class KeboolaServer:
+class KeboolaServer(LocalHttpServer):
     """`KeboolaServer(data_dir, tokens=[...]).start()` -> `.url` (the stack URL); `.stop()` when done."""
+
+    thread_name = "keboola-server"
 
     def __init__(self, data_dir: Path, *, tokens: list[str] | None = None, host: str = "127.0.0.1", port: int = 0,
                  sliced: bool = True, slice_rows: int = 250_000, backend: Backend | None = None) -> None:
@@ -355,26 +359,8 @@ class KeboolaServer:
         self._jobs: dict[int, dict[str, Any]] = {}
         self._files: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._bind(host, port, _handler(self))
         self.backend = backend or LocalBackend(self.data.root / "files", self.url, secrets.token_bytes(16))
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> KeboolaServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="keboola-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread:
-            self._thread.join(5)
 
     def serve_forever(self) -> None:
         try:
