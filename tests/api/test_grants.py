@@ -146,3 +146,26 @@ async def test_information_schema_lists_only_readable_tables(client, admin_token
     cols = await client.post("/api/query", json={"sql": "SELECT DISTINCT table_name FROM information_schema.columns"},
                              headers=me)
     assert cols.json()["rows"] == [["orders"]]
+
+
+async def test_a_deleted_source_takes_its_unregistered_markers_along(client, admin_token, auth, served):
+    """A table unregistered while restricted stays restricted when it comes back -- but only within
+    that source's life: a new source of the same name starts afresh (registered as `inherit`)."""
+    admin = auth(admin_token)
+    await client.patch("/api/admin/tables/hr.vault", json={"visibility": "restricted"}, headers=admin)
+    await client.patch("/api/admin/tables/sample.customers", json={"visibility": "restricted"}, headers=admin)
+    for table in ("hr.vault", "sample.customers"):
+        assert (await client.delete(f"/api/admin/tables/{table}", headers=admin)).status_code == 204
+    assert (await client.delete("/api/admin/sources/sample?confirm=sample", headers=admin)).status_code == 204
+
+    resp = await client.post("/api/admin/configure", json={"data_source": "sample"}, headers=admin)
+    assert resp.status_code == 200, resp.text
+    job = (await client.post("/api/sync/trigger", json={"source": "sample"}, headers=admin)).json()
+    assert (await wait_job(client, admin, job["job_id"]))["status"] == "succeeded"
+    fresh = (await client.get("/api/admin/tables/sample.customers", headers=admin)).json()
+    assert fresh["visibility"] == "inherit", fresh
+    # hr kept its marker: its table comes back restricted on hr's next sync
+    job = (await client.post("/api/sync/trigger", json={"source": "hr"}, headers=admin)).json()
+    assert (await wait_job(client, admin, job["job_id"]))["status"] == "succeeded"
+    kept = (await client.get("/api/admin/tables/hr.vault", headers=admin)).json()
+    assert kept["visibility"] == "restricted", kept

@@ -10,6 +10,7 @@ from agnes.control.db import utcnow_iso
 SETUP_TOKEN_HASH = "setup_token_hash"  # noqa: S105 — a key name, not a secret
 ENCRYPTION_KEY_FINGERPRINT = "encryption_key_fingerprint"
 KEBOOLA_ENV_SOURCE = "keboola_env_source"  # set once the env-provisioned keboola source was considered
+UNREGISTERED_RESTRICTED = "unregistered_restricted:"  # + table id: it was restricted when an admin unregistered it
 
 
 async def get(conn: aiosqlite.Connection, key: str) -> str | None:
@@ -37,3 +38,8 @@ async def put_if_absent(conn: aiosqlite.Connection, key: str, value: str) -> str
 
 async def delete(conn: aiosqlite.Connection, key: str) -> None:
     await change(conn, "DELETE FROM settings WHERE key = ?", (key,))
+
+
+async def delete_prefix(conn: aiosqlite.Connection, prefix: str) -> int:
+    """Delete every key starting with `prefix` (compared as text: `_` and `%` are not wildcards)."""
+    return await change(conn, "DELETE FROM settings WHERE substr(key, 1, length(?)) = ?", (prefix, prefix))

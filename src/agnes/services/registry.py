@@ -221,15 +221,12 @@ async def discover_once(instance: Instance, source: str) -> SourceDiscovery | No
     return result.sources[0]
 
 
-_UNREGISTERED_RESTRICTED = "unregistered_restricted:"  # + table id: it was restricted when unregistered
-
-
 async def _keep_restricted(conn: aiosqlite.Connection, table_id: str) -> None:
     """A table registered again after an admin unregistered it while `restricted` stays restricted
     (marked edited, so nothing resets it): unregistering must never widen who reads it."""
-    if await kv.get(conn, _UNREGISTERED_RESTRICTED + table_id) is not None:
+    if await kv.get(conn, kv.UNREGISTERED_RESTRICTED + table_id) is not None:
         await tables_repo.update(conn, table_id, {"visibility": "restricted", "edited": ["visibility"]})
-        await kv.delete(conn, _UNREGISTERED_RESTRICTED + table_id)
+        await kv.delete(conn, kv.UNREGISTERED_RESTRICTED + table_id)
 
 
 def _table(row: dict[str, Any]) -> RegisteredTable:
@@ -281,7 +278,7 @@ async def delete_table(instance: Instance, actor: User, table_id: str, ip: str |
         row = await _require(conn, table_id)
         removed = await grants.delete_by_target(conn, table_id)
         if row["visibility"] == "restricted":  # a sync registers it again: it must come back restricted
-            await kv.put(conn, _UNREGISTERED_RESTRICTED + table_id, "restricted")
+            await kv.put(conn, kv.UNREGISTERED_RESTRICTED + table_id, "restricted")
         await tables_repo.delete(conn, table_id)
         await audit.record(conn, action="table_unregistered", actor=actor.email, actor_user_id=actor.id,
                            target=f"table:{table_id}", detail={"source": row["source"], "grants": removed}, ip=ip)

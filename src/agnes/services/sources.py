@@ -33,7 +33,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from agnes.control import audit, grants, publications
+from agnes.control import audit, grants, kv, publications
 from agnes.control import sources as sources_repo
 from agnes.control import tables as tables_repo
 from agnes.errors import AgnesError
@@ -288,6 +288,8 @@ async def delete_source(instance: Instance, actor: User, name: str, *, confirm: 
             raise AgnesError("source_busy", f"Source {name!r} has queued or running sync job(s) {busy}.",
                              hint=f"Cancel with POST /api/sync/jobs/{busy[0]}/cancel (or wait), then delete again.")
         removed_grants = await grants.delete_by_source(conn, name)
+        # A later source of the same name starts afresh: its tables are not "unregistered while restricted".
+        await kv.delete_prefix(conn, f"{kv.UNREGISTERED_RESTRICTED}{name}.")
         await sources_repo.delete(conn, name)
         await audit.record(conn, action="source_deleted", target=f"source:{name}", ip=ip, **_actor(actor, "api"),
                            detail={"type": row["type"], "tables": tables, "grants": removed_grants})
