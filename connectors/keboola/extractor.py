@@ -64,6 +64,20 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
+def load_memory_share(parallel: int) -> str | None:
+    """Half of this machine's (or container's) memory, split between the loads that run at once."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    try:  # a container's own limit (cgroup v2) when it is lower than the host's memory
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        total = min(total, int(limit)) if limit.isdigit() else total
+    except OSError:
+        pass
+    return f"{max(256, total // 2 // parallel // 2**20)}MB"
+
+
 class Extractor:
     def __init__(self, api: StorageApi, config: dict[str, Any], previous_dir: Path | None, work: Path) -> None:
         self.api, self.config, self.previous_dir, self.work = api, config, previous_dir, work
@@ -76,6 +90,7 @@ class Extractor:
         self.incremental = config.get("incremental", True) is not False
         self.export_timeout = float(config.get("export_timeout_seconds", 3600))
         self.timings: dict[str, dict[str, Any]] = {}
+        self.memory_limit: str | None = None  # set by main() once the number of parallel loads is known
         reload_before = config.get("full_reload_before")
         self.full_reload_before = parse_time(str(reload_before)) if reload_before else None
 
@@ -142,7 +157,7 @@ class Extractor:
             (folder / "tmp").mkdir()
             loaded = load(table_id, got.files, header=got.header, types=types, work=folder,
                           out=self.work / "out" / f"{name}.parquet", cursor=cursor, full_loaded_at=full_loaded_at,
-                          primary_key=primary_key, previous=previous)
+                          primary_key=primary_key, previous=previous, memory_limit=self.memory_limit)
             self.timings[name] = {"export_s": round(t1 - t0, 3), "download_s": round(t2 - t1, 3),
                                   "load_s": round(time.monotonic() - t2, 3), "files": len(got.files),
                                   "downloaded_bytes": sum(f.stat().st_size for f in got.files)}
@@ -194,6 +209,7 @@ def main() -> int:
                 log(f["error"])
         extractor = Extractor(api, ctx.config, previous, Path(tmp))
         workers = max(1, int(ctx.config.get("export_workers") or DEFAULT_EXPORT_WORKERS))
+        extractor.memory_limit = load_memory_share(min(workers, max(1, len(tables))))
         with ExtractWriter(ctx.output_dir) as w:
 
             def one(item: tuple[str, str]) -> bool:

@@ -16,7 +16,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from agnes.extract.keboola.api import KeboolaError
 from agnes.extract.keboola.load import load
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def run_load(tmp_path: Path, declared: str, values: list[str]) -> tuple[list, str, list]:
@@ -82,3 +85,34 @@ def test_timestamp_with_time_zone_without_an_offset_is_utc_whatever_the_host_zon
     raw = pq.read_table(tmp_path / "o.parquet").sort_by("id").column("at").cast("int64").to_pylist()  # µs, UTC
     expected = [datetime(2024, 5, 1, 10, tzinfo=UTC), datetime(2024, 5, 1, 8, tzinfo=UTC)]
     assert raw == [int(e.timestamp() * 1_000_000) for e in expected]
+
+
+def test_each_load_stays_within_its_memory_share(tmp_path: Path) -> None:
+    """Several tables load at once, each in its own DuckDB: `memory_limit` is really applied (a share
+    far too small for a 60 MB export fails that table cleanly; a sane share loads it)."""
+    src = tmp_path / "export.csv"
+    with src.open("w", encoding="utf-8") as f:
+        f.write('"id","v"\n')
+        f.writelines(f'"{i}","{"x" * 200}{i}"\n' for i in range(300_000))
+
+    def run(limit: str) -> object:
+        work = tmp_path / f"work-{limit}"
+        (work / "tmp").mkdir(parents=True)
+        return load("in.c-x.t", [src], header=True, types=[("id", "BIGINT"), ("v", "VARCHAR")], work=work,
+                    out=tmp_path / f"{limit}.parquet", cursor="2024-05-01T00:00:00+00:00",
+                    full_loaded_at="2024-05-01T00:00:00+00:00", primary_key=["id"], memory_limit=limit)
+
+    with pytest.raises(KeboolaError, match="Out of Memory"):
+        run("8MB")
+    assert pq.read_metadata(run("512MB").path).num_rows == 300_000
+
+
+def test_the_memory_share_splits_half_the_memory_between_parallel_loads() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("keboola_extractor", ROOT / "connectors" / "keboola" / "extractor.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    one, four = (int(module.load_memory_share(n).removesuffix("MB")) for n in (1, 4))
+    total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    assert 256 <= four <= one <= total_mb // 2 and abs(one - 4 * four) <= 4

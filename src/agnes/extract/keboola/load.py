@@ -87,8 +87,11 @@ def parquet_types(path: Path) -> list[tuple[str, str]]:
 
 def load(table_id: str, files: list[Path], *, header: bool, types: list[tuple[str, str]], work: Path, out: Path,
          cursor: str, full_loaded_at: str, primary_key: list[str] | None = None,
-         previous: Path | None = None) -> Loaded:
-    """Write `out` (parquet) from the CSV `files`; with `previous`, merge by `primary_key` (new rows win)."""
+         previous: Path | None = None, memory_limit: str | None = None) -> Loaded:
+    """Write `out` (parquet) from the CSV `files`; with `previous`, merge by `primary_key` (new rows win).
+
+    `memory_limit`: this load's DuckDB share (several tables load at once; DuckDB's default
+    is 80 % of RAM *each*); past it DuckDB spills to `work/tmp`."""
     columns = [c for c, _ in types]
     if header and files:
         found = _header(files[0])
@@ -98,6 +101,8 @@ def load(table_id: str, files: list[Path], *, header: bool, types: list[tuple[st
     con = duckdb.connect()  # in memory, spilling to `work/tmp` past the memory limit
     try:
         con.execute(f"SET temp_directory = {_lit(work / 'tmp')}")
+        if memory_limit:
+            con.execute(f"SET memory_limit = {_lit(memory_limit)}")
         con.execute("SET TimeZone = 'UTC'")  # a TIMESTAMP_TZ value without an offset is UTC, whatever the host
         con.execute("SET preserve_insertion_order = true")
         spec = "{" + ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in columns) + "}"
