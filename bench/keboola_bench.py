@@ -31,7 +31,8 @@ from pathlib import Path
 import duckdb
 import httpx
 
-from agnes.devtools.keboola_server import TS, KeboolaData, KeboolaServer, S3Backend, utc_iso
+from agnes.devtools.keboola_server import TS, KeboolaData, KeboolaServer
+from agnes.devtools.keboola_storage import S3Backend, utc_iso
 from agnes.extract.keboola.api import StorageApi
 from agnes.extract.runner import find_connector, run_connector
 

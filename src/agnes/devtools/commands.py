@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         s3_bucket: Annotated[str, typer.Option("--s3-bucket")] = "kbc-exports",
     ) -> None:
         """Serve a Keboola Storage API (the subset Agnes uses) backed by real files."""
-        from agnes.devtools.keboola_server import KeboolaServer, S3Backend, demo_data
+        from agnes.devtools.keboola_server import KeboolaServer, demo_data
+        from agnes.devtools.keboola_storage import S3Backend
 
         demo_data(data)
         token = token or secrets.token_urlsafe(24)

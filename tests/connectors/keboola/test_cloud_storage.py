@@ -13,7 +13,8 @@ import pytest
 from contract_tests import validate_extract
 
 from agnes.devtools.gcs_server import GcsServer
-from agnes.devtools.keboola_server import AzureBackend, GcsBackend, KeboolaData, S3Backend
+from agnes.devtools.keboola_server import KeboolaData
+from agnes.devtools.keboola_storage import AzureBackend, GcsBackend, S3Backend
 from tests.connectors.keboola.support import azurite, keboola_server, moto_s3, orders_table, run_keboola
 
 SLICING = [pytest.param(True, id="sliced"), pytest.param(False, id="unsliced")]
