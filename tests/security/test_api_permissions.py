@@ -129,3 +129,18 @@ async def test_revoking_takes_effect_at_once(client, analyst, admin_token, auth)
     assert refused.status_code == 404 and refused.json()["error"]["code"] == "table_not_found"
     assert (await client.get("/api/data/alpha.orders/download", headers=analyst)).status_code == 404
     assert (await client.get("/api/data/manifest", headers=analyst)).json()["count"] == 0
+
+
+async def test_health_names_no_table_path_or_error_text_to_non_admins(client, analyst, admin_token, auth):
+    """Anyone may read /api/health (load balancers, the smoke test): only an admin's answer names
+    tables (a name shared by two sources), the data folder or raw error text."""
+    data_dir = str(client.app.state.instance.settings.data_dir)
+    for who in ({}, analyst):
+        body = (await client.get("/api/health", headers=who)).json()
+        shown = str(body)
+        assert "shared" not in shown and data_dir not in shown, shown
+        assert any("GET /api/health with an admin's token" in w for w in body["warnings"]), body["warnings"]
+        assert body["checks"]["data_dir"]["detail"] == "the data folder is writable"
+    admin = (await client.get("/api/health", headers=auth(admin_token))).json()
+    assert any("'shared' exists in sources alpha, beta" in w for w in admin["warnings"]), admin["warnings"]
+    assert admin["checks"]["data_dir"]["detail"] == f"{data_dir} is writable"

@@ -217,6 +217,8 @@ def test_sanitize_message_strips_paths_internal_names_and_suggestions() -> None:
     clean = sanitize_message(text)
     assert "/data" not in clean and "_x_hr" not in clean and "Did you mean" not in clean and "s3://" not in clean
     assert sanitize_message("1/2 and a / b") == "1/2 and a / b"
+    colon = sanitize_message('Binder Error: No matching columns found for "nope"\nDid you mean: "amount"')
+    assert "Did you mean" not in colon and "amount" not in colon
 
 
 def test_many_ctes_are_checked_in_linear_memory_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -111,7 +111,7 @@ class GuardedQuery:
 
 def sanitize_message(message: str, limit: int = 2000) -> str:
     """Strip absolute paths/URLs, internal database names and catalog suggestions from a message."""
-    message = re.sub(r"\s*Did you mean [^\n]*", "", message)
+    message = re.sub(r"\s*Did you mean\b[^\n]*", "", message)  # "Did you mean x" and "Did you mean: x"
     message = _INTERNAL.sub("<internal>", _PATH.sub("<path>", message))
     return message if len(message) <= limit else message[:limit] + "..."
 

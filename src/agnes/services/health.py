@@ -49,14 +49,15 @@ async def _control_plane(instance: Instance) -> Check:
     return Check("ok", f"SQLite schema {version}")
 
 
-def _data_dir(instance: Instance) -> Check:
+def _data_dir(instance: Instance, admin: bool) -> Check:
+    folder = str(instance.settings.data_dir) if admin else "the data folder"  # no paths for anonymous callers
     probe = instance.settings.state_dir / f".health-{uuid.uuid4().hex}"
     try:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exc:
-        return Check("fail", f"{instance.settings.data_dir} is not writable: {exc.strerror or exc}")
-    return Check("ok", f"{instance.settings.data_dir} is writable")
+        return Check("fail", f"{folder} is not writable: {exc.strerror or type(exc).__name__}")
+    return Check("ok", f"{folder} is writable")
 
 
 def _disk(instance: Instance) -> Check:
@@ -71,16 +72,27 @@ def _disk(instance: Instance) -> Check:
 
 
 async def health_report(instance: Instance, *, include_messages: bool) -> HealthReport:
+    """`include_messages`: the caller is an admin. Anyone may read health (load balancers, the
+    smoke test), so for everyone else it names no table, file path or raw error text -- except in
+    setup mode, where whoever installs has no admin to ask and nothing is served yet."""
+    setup_required = await instance.refresh_setup_required()
+    admin = include_messages or setup_required
     checks = {
         "control_plane": await _control_plane(instance),
-        "data_dir": await asyncio.to_thread(_data_dir, instance),
+        "data_dir": await asyncio.to_thread(_data_dir, instance, admin),
         "disk": await asyncio.to_thread(_disk, instance),
     }
-    warnings = [*instance.warnings, *instance.release_warnings]
+    private = list(instance.warnings)  # configuration and provisioning: keys, lines, source names
     if instance.serving is not None:
-        status_, detail = instance.serving.health()
+        status_, detail = instance.serving.health(detailed=admin)
         checks["catalog"] = Check(status_, detail)
-        warnings += instance.serving.warnings()
+        private += instance.serving.warnings()  # table names shared by sources
+    warnings = list(instance.release_warnings)
+    if admin:
+        warnings += private
+    elif private:
+        warnings.append(f"{len(private)} more warning(s) about the configuration or the catalog: "
+                        "GET /api/health with an admin's token lists them.")
     errors: list[ErrorEntry] = []
     if checks["control_plane"].status != "fail":
         async with instance.control.read() as conn:
@@ -97,7 +109,7 @@ async def health_report(instance: Instance, *, include_messages: bool) -> Health
     build = instance.build
     return HealthReport(
         status=status,
-        setup_required=await instance.refresh_setup_required(),
+        setup_required=setup_required,
         version=build.version,
         channel=build.channel,
         commit=build.commit,

@@ -111,16 +111,18 @@ class CatalogService:
                 pass
         await asyncio.to_thread(self.catalog.close)
 
-    def health(self) -> tuple[str, str]:
-        """(check status, detail) for /api/health."""
+    def health(self, *, detailed: bool = True) -> tuple[str, str]:
+        """(check status, detail) for /api/health; `detailed` (admins) adds error text and source names."""
         if self.state.last_error:
-            return "warn", f"catalog refresh failing, serving the last good state: {self.state.last_error}"
+            why = f": {self.state.last_error}" if detailed else " (an admin's /api/health shows why)"
+            return "warn", f"catalog refresh failing, serving the last good state{why}"
         if not self.state.loaded:
             return "ok", "catalog is loading (first build in progress; tables appear when it is done)"
         tables = len(self.catalog.sources)
         broken = self.catalog.errors
         if broken:
-            return "warn", f"{tables} sources served; not attached: {', '.join(sorted(broken))}"
+            which = ", ".join(sorted(broken)) if detailed else f"{len(broken)} source(s)"
+            return "warn", f"{tables} sources served; not attached: {which}"
         return "ok", f"{tables} sources served (publication {self.state.seen_counter})"
 
     def warnings(self) -> list[str]:
