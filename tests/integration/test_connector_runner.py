@@ -304,3 +304,28 @@ async def test_sample_connector_honours_agnes_tables(tmp_path: Path) -> None:
     assert set(result.tables_done) == {"products"} and set(result.tables_failed) == {"nope"}
     assert sorted(p.name for p in (tmp_path / "a/data").iterdir()) == ["products.parquet"]
     assert (tmp_path / "a/extract.duckdb").is_file()  # noqa: ASYNC240 - a test assertion
+
+
+async def test_the_launcher_runs_a_connector_as_python_extractor_py_would(tmp_path: Path) -> None:
+    """Started through agnes/extract/launch.py (for PR_SET_PDEATHSIG), a connector still sees what a
+    direct `python extractor.py` gives it, loads no Agnes or DuckDB module it did not import, and
+    its own `agnes.py` cannot break the launch."""
+    info = make_connector(tmp_path, "plain", """
+        import json, os, sys
+        from pathlib import Path
+        import helper  # a module beside extractor.py
+        print("SEEN", json.dumps({"file": __file__, "name": __name__, "path0": sys.path[0], "argv": sys.argv,
+                          "helper": helper.VALUE, "cwd": os.getcwd(),
+                          "heavy": sorted(m for m in ("duckdb", "pyarrow", "agnes.extract") if m in sys.modules)}),
+              file=sys.stderr)
+        sys.exit(3)
+    """)
+    (info.path / "helper.py").write_text("VALUE = 42\n")
+    (info.path / "agnes.py").write_text("raise SystemExit('the connector shadowed agnes')\n")
+    result = await run(info, tmp_path / "out")
+    line = next(ln for ln in result.stderr_tail if ln.startswith("SEEN "))
+    seen = json.loads(line.removeprefix("SEEN "))
+    folder = str(info.path.resolve())
+    assert seen == {"file": f"{folder}/extractor.py", "name": "__main__", "path0": folder, "argv": [f"{folder}/extractor.py"],
+                    "helper": 42, "cwd": folder, "heavy": []}, seen
+    assert result.status == "failed" and result.returncode == 3, result

@@ -72,3 +72,27 @@ async def test_untrusted_forwarded_proto_does_not_count_but_real_tls_does(app_wi
     async with AsyncTestClient(app, base_url="https://testserver.local") as client:
         direct = await client.get("/test/cookie")
     assert all("; secure" in c.lower() for c in set_cookies(direct))
+
+
+def test_every_forwarded_for_line_counts(make_settings):
+    """A proxy that adds its own X-Forwarded-For line (HAProxy's `option forwardfor`) instead of
+    appending leaves the client's forged line first: reading only that line would trust the forgery."""
+    from types import SimpleNamespace
+
+    from litestar.connection import Request
+
+    from agnes.api.deps import provide_client_ip
+
+    settings = make_settings(AGNES_TRUSTED_PROXIES="172.30.0.10")
+    app = SimpleNamespace(state=SimpleNamespace(instance=SimpleNamespace(settings=settings)))
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"", "litestar_app": app,
+             "client": ("172.30.0.10", 5000),
+             "headers": [(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"203.0.113.9")]}
+    assert provide_client_ip(Request(scope)) == "203.0.113.9"  # type: ignore[arg-type]
+
+
+def test_ipv4_mapped_proxy_addresses_are_trusted():
+    """Bound to `::`, the proxy's IPv4 address arrives as ::ffff:a.b.c.d."""
+    assert client_ip("::ffff:172.30.0.10", "203.0.113.9", ["172.30.0.10"]) == "203.0.113.9"
+    assert client_ip("::ffff:198.51.100.7", "203.0.113.9", ["172.30.0.10"]) == "::ffff:198.51.100.7"
+    assert is_https("http", "::ffff:172.30.0.10", "https", ["172.30.0.0/24"])

@@ -25,7 +25,10 @@ def provide_current_user(request: Request[Any, Any, Any]) -> User:
 def provide_client_ip(request: Request[Any, Any, Any]) -> str | None:
     instance: Instance = request.app.state.instance
     peer = request.client.host if request.client else None
-    return client_ip(peer, request.headers.get("x-forwarded-for"), instance.settings.server.trusted_proxies)
+    # Every line: a proxy that adds its own X-Forwarded-For line (instead of appending) leaves the
+    # client's forged line first, and reading only that one would trust it.
+    forwarded = ",".join(request.headers.getall("x-forwarded-for", [])) or None
+    return client_ip(peer, forwarded, instance.settings.server.trusted_proxies)
 
 
 DEPENDENCIES = {

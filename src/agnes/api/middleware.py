@@ -62,10 +62,9 @@ class GateMiddleware(ASGIMiddleware):
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1")
-    return None
+    """All lines of a header joined with "," (RFC 9110), as if sent on one line."""
+    values = [value.decode("latin-1") for key, value in scope.get("headers", []) if key == name]
+    return ",".join(values) if values else None
 
 
 def _has_secure(cookie: bytes) -> bool:

@@ -50,6 +50,7 @@ TAIL_LINES = 200
 MAX_EVENTS = 10_000
 MAX_LINE_BYTES = 1 << 20
 _SRC_DIR = str(Path(agnes.__file__).resolve().parent.parent)
+_LAUNCH = Path(__file__).resolve().parent / "launch.py"  # run by path: see launch.py
 
 OnEvent = Callable[[dict[str, Any]], Awaitable[None] | None]
 
@@ -225,7 +226,7 @@ async def run_connector(
         collector = _Collector(result, on_event, secrets)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agnes.extract.launch", str(os.getpid()), "extractor.py",
+                sys.executable, str(_LAUNCH), str(os.getpid()), "extractor.py",
                 cwd=str(info.path), env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
             )

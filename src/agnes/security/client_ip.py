@@ -19,6 +19,8 @@ def _is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # a dual-stack bind: ::ffff:172.30.0.10
+        ip = ip.ipv4_mapped
     return any(ip in net for net in _networks(trusted))
 
 
