@@ -151,6 +151,14 @@ async def test_garbage_keeps_the_last_good_copy_and_empty_url_means_off(served: 
         served.body = b"<html>captive portal</html>"
         assert await releases.refresh(instance, served.url) is False
         assert (await health_warnings(client, None))[0].startswith(DEPRECATED)
+        served.body = b" " * (releases.MAX_BYTES + 1) + b"{}"  # refused while reading, kept copy still applies
+        assert await releases.refresh(instance, served.url) is False
+        assert (await health_warnings(client, None))[0].startswith(DEPRECATED)
+        served.body, served.delay = encode(sample_manifest()), 5.0  # the whole fetch is bounded
+        started = time.monotonic()
+        assert await releases.refresh(instance, served.url, timeout=0.5) is False
+        assert time.monotonic() - started < 4, "a slow server must not hold the refresh"
+        served.delay = 0.0
     hits = served.hits
     off = Settings.load({"DATA_DIR": str(data_dir), "AGNES_RELEASE_MANIFEST_URL": "", "AGNES_VERSION": "2026.04.3"})
     assert off.release.manifest_url is None

@@ -46,20 +46,29 @@ def load_cached(instance: Instance) -> bool:
 async def refresh(instance: Instance, url: str, *, timeout: float = FETCH_TIMEOUT_SECONDS) -> bool:  # noqa: ASYNC109
     """Fetch once; True when a valid manifest was applied and cached."""
     try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as http:
-            resp = await http.get(url, headers={"Accept": "application/json",
-                                                "User-Agent": f"agnes/{instance.build.version}"})
-        if resp.status_code != 200:
-            raise ManifestError(f"HTTP {resp.status_code}")
-        if len(resp.content) > MAX_BYTES:
-            raise ManifestError(f"larger than {MAX_BYTES} bytes")
-        manifest = decode(resp.content)
-    except (httpx.HTTPError, ManifestError) as exc:
+        async with asyncio.timeout(timeout * 2):  # the whole fetch, not each read: a trickling server stops too
+            manifest = decode(await _fetch(instance, url, timeout))
+    except (httpx.HTTPError, ManifestError, TimeoutError) as exc:
         log.info("release manifest not refreshed from %s (%s); keeping the last copy", url, exc)
         return False
     _apply(instance, manifest)
     await asyncio.to_thread(_write_cache, cache_path(instance), encode(manifest))
     return True
+
+
+async def _fetch(instance: Instance, url: str, timeout: float) -> bytes:  # noqa: ASYNC109
+    """The body, read in chunks and refused past MAX_BYTES (never held whole when too large)."""
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as http, http.stream(
+            "GET", url, headers={"Accept": "application/json",
+                                 "User-Agent": f"agnes/{instance.build.version}"}) as resp:
+        if resp.status_code != 200:
+            raise ManifestError(f"HTTP {resp.status_code}")
+        body = bytearray()
+        async for chunk in resp.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_BYTES:
+                raise ManifestError(f"larger than {MAX_BYTES} bytes")
+        return bytes(body)
 
 
 def _write_cache(path: Path, data: bytes) -> None:
