@@ -21,6 +21,8 @@ from typing import Any
 
 import msgspec
 
+from agnes.durable import fsync_dir
+
 STATE = "manifest.json"
 DATABASE = "agnes.duckdb"
 
@@ -71,7 +73,7 @@ class LocalFolder:
                 os.fsync(f.fileno())
             _check_parquet(tmp)
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -138,14 +140,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def as_local(entry: dict[str, Any], file: str) -> LocalTable:

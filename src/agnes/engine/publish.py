@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agnes.durable import fsync_dir
+
 SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 RESERVED_SOURCES = frozenset({"main", "system", "temp", "memory", "information_schema", "pg_catalog"})
 RUN_ID_RE = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
@@ -98,13 +100,13 @@ def publish(extracts_dir: Path, source: str, staging_dir: Path, *, keep: int = K
             raise PublishError(f"run {run_id} of source {source!r} is already published")
         _fsync_tree(staging)
         os.rename(staging, target)  # same filesystem: atomic
-        _fsync_dir(staging.parent)
-        _fsync_dir(runs)
+        fsync_dir(staging.parent)
+        fsync_dir(runs)
         previous = _link_target(source_dir / "current")
         if previous is not None:
             _switch(source_dir, "previous", previous)
         _switch(source_dir, "current", run_id)
-        _fsync_dir(source_dir)
+        fsync_dir(source_dir)
         _release_staging(staging)
         _prune(source_dir, keep)
     return PublishedRun(source, run_id, target, previous)
@@ -146,7 +148,7 @@ def rollback(extracts_dir: Path, source: str) -> PublishedRun:
             raise PublishError(f"previous run {previous} of source {source!r} is missing on disk")
         _switch(source_dir, "previous", current)
         _switch(source_dir, "current", previous)
-        _fsync_dir(source_dir)
+        fsync_dir(source_dir)
     return PublishedRun(source, previous, target, current)
 
 
@@ -158,7 +160,7 @@ def remove_source(extracts_dir: Path, source: str) -> None:
     with _source_lock(source_dir):
         trash = source_dir.parent / f"{_TRASH}{source}-{secrets.token_hex(4)}"
         os.rename(source_dir, trash)
-        _fsync_dir(source_dir.parent)
+        fsync_dir(source_dir.parent)
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -318,12 +320,4 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(folder))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(Path(folder))

@@ -15,6 +15,8 @@ import os
 import secrets
 from pathlib import Path
 
+from agnes.durable import fsync_dir
+
 log = logging.getLogger(__name__)
 
 # errno values meaning "this filesystem cannot hard-link" (some network/FUSE mounts).
@@ -37,17 +39,11 @@ def _write_temp(directory: Path, name: str, data: bytes, mode: int) -> Path:
 
 
 def _fsync_dir(directory: Path) -> None:
-    """Make the new directory entry durable; best effort (not every FS allows it)."""
+    """Best effort here: not every filesystem lets a directory be fsynced, and these files are tiny."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
+        fsync_dir(directory)
     except OSError:
         pass
-    finally:
-        os.close(fd)
 
 
 def _publish_once(tmp: Path, path: Path) -> bool:

@@ -19,6 +19,7 @@ from typing import Protocol
 import msgspec
 
 from agnes.control import audit
+from agnes.durable import fsync_dir
 from agnes.errors import AgnesError
 from agnes.extract.names import normalize_table_name
 from agnes.models import User
@@ -96,7 +97,7 @@ async def stage_upload(instance: Instance, actor: User, source: str, filename: s
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
-    await _fsync_dir(folder)
+    await asyncio.to_thread(fsync_dir, folder)
     async with instance.control.transaction() as conn:
         await audit.record(conn, action="csv_uploaded", actor=actor.email, actor_user_id=actor.id,
                            target=f"table:{source}.{table}", ip=ip,
@@ -107,14 +108,3 @@ async def stage_upload(instance: Instance, actor: User, source: str, filename: s
         next_step=f'Publish it with POST /api/sync/trigger {{"source": "{source}"}}; until then queries see the '
                   "previous data.",
     )
-
-
-async def _fsync_dir(folder: Path) -> None:
-    def sync() -> None:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    await asyncio.to_thread(sync)
