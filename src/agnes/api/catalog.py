@@ -5,17 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import QueryParameter
 
 from agnes.api.deps import CurrentUser, InstanceDep
-from agnes.api.errors import documented
+from agnes.api.errors import AUTH_ERRORS, documented
 from agnes.api.guards import requires_viewer
 from agnes.api.query_params import known_query_only
+from agnes.api.schemas import TableId
 from agnes.services import catalog as catalog_service
 from agnes.services.catalog import CatalogPage, TableDetail
-
-AUTH_ERRORS = ("not_authenticated", "forbidden")
-TableId = Annotated[str, PathParameter(description="`<source>.<table>`, e.g. `sample.orders`.", max_length=200)]
 
 
 class CatalogController(Controller):

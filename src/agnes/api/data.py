@@ -5,19 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get
-from litestar.params import HeaderParameter, PathParameter
+from litestar.params import HeaderParameter
 from litestar.response import Stream
 
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
-from agnes.api.errors import documented
+from agnes.api.errors import AUTH_ERRORS, documented
 from agnes.api.guards import requires_analyst
 from agnes.api.openapi_media import PARQUET, ParquetOperation
 from agnes.api.query_params import known_query_only
+from agnes.api.schemas import TableId
 from agnes.services import data as data_service
 from agnes.services.data import Manifest
-
-AUTH_ERRORS = ("not_authenticated", "forbidden")
-TableId = Annotated[str, PathParameter(description="`<source>.<table>`, e.g. `sample.orders`.", max_length=200)]
 
 
 class DataController(Controller):

@@ -93,6 +93,9 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 }
 
 
+AUTH_ERRORS = ("not_authenticated", "forbidden")  # every guarded route may answer these
+
+
 def documented(*codes: str) -> dict[int, ResponseSpec]:
     """OpenAPI responses for the error codes a handler can return (grouped by status)."""
     by_status: dict[int, list[str]] = {}

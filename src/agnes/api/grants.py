@@ -10,14 +10,13 @@ from litestar.params import Body, QueryParameter
 from msgspec import Meta
 
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
-from agnes.api.errors import documented
+from agnes.api.errors import AUTH_ERRORS, documented
 from agnes.api.guards import requires_admin
 from agnes.api.query_params import known_query_only
 from agnes.api.schemas import STRICT, ItemList
 from agnes.services import grants as grants_service
 from agnes.services.grants import Grant, GrantResult
 
-AUTH_ERRORS = ("not_authenticated", "forbidden")
 Target = Annotated[str, Meta(max_length=200, description="`<source>.<table>` (one table) or `<source>.*` "
                                                           "(every table of the source, also future ones).",
                              examples=["sample.orders", "sample.*"])]

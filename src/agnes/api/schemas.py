@@ -17,6 +17,7 @@ Email = Annotated[str, Meta(min_length=1, max_length=254,
 Password = Annotated[str, Meta(min_length=1, max_length=256,
                                 description="At least the instance minimum (12 by default); see the policy.")]
 STRICT = {"additionalProperties": False}
+TableId = Annotated[str, PathParameter(description="`<source>.<table>`, e.g. `sample.orders`.", max_length=200)]
 # Row ids in paths: SQLite integers are signed 64-bit; anything else is a 400, never a 500.
 RowId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
 

@@ -10,7 +10,7 @@ from litestar.params import Body, PathParameter, QueryParameter
 from msgspec import Meta
 
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
-from agnes.api.errors import documented
+from agnes.api.errors import AUTH_ERRORS, documented
 from agnes.api.guards import requires_admin
 from agnes.api.query_params import known_query_only
 from agnes.api.schemas import STRICT, ItemList
@@ -21,7 +21,6 @@ from agnes.services.source_options import SCHEDULE_HINT
 from agnes.services.source_types import SOURCE_TYPES, configurable_types
 from agnes.services.sources import ConfiguredSource, Source
 
-AUTH_ERRORS = ("not_authenticated", "forbidden")
 SourceName = Annotated[str, PathParameter(description="The source's name, e.g. `sample`.", max_length=200)]
 Schedule = Annotated[str, Meta(max_length=200, description=SCHEDULE_HINT)]
 

@@ -12,7 +12,7 @@ from litestar.params import Body, QueryParameter
 from msgspec import Meta
 
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
-from agnes.api.errors import documented
+from agnes.api.errors import AUTH_ERRORS, documented
 from agnes.api.guards import requires_admin
 from agnes.api.schemas import STRICT, RowId
 from agnes.errors import AgnesError
@@ -20,7 +20,6 @@ from agnes.extract.names import SOURCE_NAME_RE, TABLE_NAME_RE
 from agnes.services import sync as sync_service
 from agnes.services.sync import Job, JobPage, JobStatus, Triggered
 
-AUTH_ERRORS = ("not_authenticated", "forbidden")
 SourceName = Annotated[str, Meta(pattern=SOURCE_NAME_RE.pattern, description="A configured source's name.")]
 TableName = Annotated[str, Meta(pattern=TABLE_NAME_RE.pattern, description="A table name of that source.")]
 

@@ -6,19 +6,16 @@ from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, delete, get, patch
-from litestar.params import Body, PathParameter, QueryParameter
+from litestar.params import Body, QueryParameter
 from msgspec import Meta
 
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
-from agnes.api.errors import documented
+from agnes.api.errors import AUTH_ERRORS, documented
 from agnes.api.guards import requires_admin
 from agnes.api.query_params import known_query_only
-from agnes.api.schemas import STRICT, ItemList
+from agnes.api.schemas import STRICT, ItemList, TableId
 from agnes.services import registry
 from agnes.services.registry import RegisteredTable
-
-AUTH_ERRORS = ("not_authenticated", "forbidden")
-TableId = Annotated[str, PathParameter(description="`<source>.<table>`, e.g. `sample.orders`.", max_length=200)]
 
 
 class UpdateTableRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -8,13 +8,11 @@ from litestar import Controller, delete, get, post
 from litestar.params import Body
 
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
-from agnes.api.errors import documented
+from agnes.api.errors import AUTH_ERRORS, documented
 from agnes.api.guards import requires_analyst
 from agnes.api.schemas import STRICT, CreatedToken, CreateTokenRequest, ItemList, RowId, created_token
 from agnes.models import ApiToken
 from agnes.services import tokens as tokens_service
-
-AUTH_ERRORS = ("not_authenticated", "forbidden")
 
 
 class TokensController(Controller):

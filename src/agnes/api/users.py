@@ -8,13 +8,11 @@ from litestar import Controller, delete, get, patch, post
 from litestar.params import Body
 
 from agnes.api.deps import ClientIp, CurrentUser, InstanceDep
-from agnes.api.errors import documented
+from agnes.api.errors import AUTH_ERRORS, documented
 from agnes.api.guards import requires_admin, requires_viewer
 from agnes.api.schemas import STRICT, CreateUserRequest, ItemList, RowId, UpdateUserRequest
 from agnes.models import User
 from agnes.services import users as users_service
-
-AUTH_ERRORS = ("not_authenticated", "forbidden")
 
 
 class UsersController(Controller):
