@@ -9,7 +9,7 @@ from litestar.testing import AsyncTestClient
 from agnes.app import create_app
 from agnes.errors import StartupError
 from agnes.services.instance import start_instance
-from tests.api.source_helpers import audit_rows, write_connector
+from tests.api.source_helpers import audit_rows
 from tests.conftest import bootstrap
 
 PROVISIONING = """\
@@ -28,13 +28,6 @@ sources:
     secrets:
       MY_API_KEY: ${PROV_API_KEY}
 """
-
-
-@pytest.fixture
-def custom_dir(tmp_path):
-    folder = tmp_path / "custom-connectors"
-    write_connector(folder)
-    return folder
 
 
 @pytest.fixture

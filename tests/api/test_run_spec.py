@@ -18,16 +18,9 @@ from agnes.errors import AgnesError
 from agnes.extract.runner import run_connector
 from agnes.services import source_types
 from agnes.services.sources import connector_run_spec, register_published_tables
-from tests.api.source_helpers import sql, write_connector
+from tests.api.source_helpers import sql
 
 SECRET = "custom-secret-value-0123456789"  # noqa: S105 - test value
-
-
-@pytest.fixture
-def custom_dir(tmp_path):
-    folder = tmp_path / "custom-connectors"
-    write_connector(folder)
-    return folder
 
 
 @pytest.fixture

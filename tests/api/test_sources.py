@@ -16,13 +16,6 @@ SECRET = "sk-live-0123456789abcdefWXYZ"  # noqa: S105 - a test secret that must 
 
 
 @pytest.fixture
-def custom_dir(tmp_path):
-    folder = tmp_path / "custom-connectors"
-    write_connector(folder)
-    return folder
-
-
-@pytest.fixture
 def app(make_settings, custom_dir) -> Litestar:
     return create_app(make_settings(AGNES_CUSTOM_CONNECTORS_DIR=str(custom_dir)))
 
