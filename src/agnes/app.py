@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from litestar import Litestar, Router
+from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine as Jinja
@@ -108,4 +109,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=openapi_config(),
         template_config=TemplateConfig(directory=WEB_DIR / "templates", engine=Jinja),
         request_max_body_size=settings.server.max_request_body_mb * 1024 * 1024,
+        # The root logger belongs to `agnes serve` (AGNES_LOG_LEVEL); Litestar's default would reset it to INFO.
+        logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="never"),
     )

@@ -245,6 +245,14 @@ class Settings(_FileConfig, frozen=True, kw_only=True):
         config = get("AGNES_CONFIG")
         config_path = _absolute(config) if config else data_dir / "config" / "instance.yaml"
         label = str(config_path)
+        if config and not config_path.exists():  # asked for by name: a typo must not silently mean defaults
+            raise StartupError(
+                "config_invalid",
+                f"AGNES_CONFIG={env['AGNES_CONFIG']!r} points at {config_path}, which does not exist.",
+                hint=f"Create {config_path} (every key is documented in config/instance.yaml.example), fix the "
+                f"path, or unset AGNES_CONFIG to use the default {data_dir / 'config' / 'instance.yaml'} "
+                "(optional), then start again.",
+            )
         data, lines = _read_file(config_path, label)
         kept, warnings = _known_keys(data, lines, label)
         origins: dict[str, str] = {}  # key path -> the variable that set it

@@ -111,3 +111,76 @@ async def test_setup_token_survives_restart_until_used(make_settings, data_dir: 
     async with AsyncTestClient(app=create_app(make_settings())) as c:
         assert not (data_dir / "state" / "setup-token").exists()
         assert (await c.get("/api/health")).json()["setup_required"] is False
+
+
+async def test_bootstrap_is_refused_while_the_schema_is_not_the_one_this_code_knows(client, data_dir: Path):
+    """The guard inside the bootstrap transaction: the first admin is written only into a control plane
+    at the schema this code knows (the live-server test covers a server that waits for the migration lock)."""
+    import sqlite3
+
+    from agnes.control.migrate import LATEST_SCHEMA
+
+    db = data_dir / "state" / "agnes.sqlite"
+    body = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "setup_token": setup_token_of(data_dir)}
+    for version in (LATEST_SCHEMA - 1, LATEST_SCHEMA + 1):  # mid-migration / migrated by a newer Agnes
+        with sqlite3.connect(db) as conn:
+            conn.execute(f"PRAGMA user_version = {version}")
+        conn.close()
+        resp = await client.post("/auth/bootstrap", json=body)
+        assert resp.status_code == 503, resp.text
+        err = resp.json()["error"]
+        assert err["code"] == "not_ready" and f"schema {version}" in err["message"]
+        assert err["hint"]
+        assert (data_dir / "state" / "setup-token").exists()
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {LATEST_SCHEMA}")
+    conn.close()
+    assert (await client.post("/auth/bootstrap", json=body)).status_code == 201
+
+
+async def test_a_failed_commit_keeps_the_setup_token_for_a_retry(client, data_dir: Path, monkeypatch):
+    """The token file goes only after COMMIT. Here COMMIT itself fails: a step inside the transaction
+    leaves a deferred foreign-key violation, which SQLite reports at COMMIT and rolls back."""
+    from agnes.control import audit
+
+    original = audit.record
+
+    async def record_then_break_the_commit(conn, **kw):
+        await original(conn, **kw)
+        if kw.get("action") == "bootstrap":
+            await conn.execute("PRAGMA defer_foreign_keys = ON")
+            await conn.execute("INSERT INTO api_tokens (user_id, name, prefix, token_hash, created_at) "
+                               "VALUES (424242, 'orphan', 'p', 'h', 'x')")
+
+    monkeypatch.setattr(audit, "record", record_then_break_the_commit)
+    token = setup_token_of(data_dir)
+    body = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "setup_token": token}
+    failed = await client.post("/auth/bootstrap", json=body)
+    assert failed.status_code == 500, failed.text
+    assert setup_token_of(data_dir) == token  # still there for the retry
+    assert (await client.get("/api/health")).json()["setup_required"] is True
+    monkeypatch.setattr(audit, "record", original)
+    retry = await client.post("/auth/bootstrap", json=body)
+    assert retry.status_code == 201, retry.text
+    assert not (data_dir / "state" / "setup-token").exists()
+
+
+async def test_setup_token_reaches_stderr_whatever_the_log_level(make_settings, data_dir: Path, capsys):
+    """AGNES_LOG_LEVEL=error (or any logging set-up) must not hide the token from whoever installs."""
+    import logging
+
+    from litestar.testing import AsyncTestClient
+
+    from agnes.app import create_app
+
+    agnes_log = logging.getLogger("agnes")
+    before = agnes_log.level
+    agnes_log.setLevel(logging.ERROR)  # what AGNES_LOG_LEVEL=error asks for
+    try:
+        async with AsyncTestClient(app=create_app(make_settings())):
+            token = setup_token_of(data_dir)
+    finally:
+        agnes_log.setLevel(before)
+    err = capsys.readouterr().err
+    assert err.count(token) == 1, err
+    assert "agnes setup-token" in err and "/auth/bootstrap" in err

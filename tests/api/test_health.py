@@ -81,3 +81,64 @@ async def test_unknown_config_key_is_a_warning(make_settings, data_dir):
     async with AsyncTestClient(app=create_app(make_settings())) as c:
         body = (await c.get("/api/health")).json()
     assert any("future_option" in w for w in body["warnings"]), body["warnings"]
+
+
+async def _kill_control_plane(app, client) -> None:
+    """Close the pool on the app's own event loop (its queue belongs to that loop); every later use raises
+    "ControlPlane is closed", as a control plane that stopped answering would."""
+    import asyncio
+
+    await asyncio.to_thread(client.blocking_portal.call, app.state.instance.control.close)
+
+
+async def test_dead_control_plane_is_503_without_raw_error_text_for_anonymous(app, client, admin_token):
+    await _kill_control_plane(app, client)
+    resp = await client.get("/api/health")
+    assert resp.status_code == 503, resp.text
+    body = resp.json()
+    assert body["status"] == "unhealthy" and body["setup_required"] is False
+    check = body["checks"]["control_plane"]
+    assert check["status"] == "fail" and "unreachable" in check["detail"]
+    assert "closed" not in check["detail"].lower() and "RuntimeError" not in check["detail"]  # no raw error
+    assert "server log" in check["detail"]
+
+
+async def test_dead_control_plane_in_setup_mode_is_503_not_500(app, client):
+    """Setup mode re-reads the user count first; a dead control plane must still give the 503 report."""
+    await _kill_control_plane(app, client)
+    resp = await client.get("/api/health")
+    assert resp.status_code == 503, resp.text
+    body = resp.json()
+    assert body["status"] == "unhealthy" and body["setup_required"] is True
+    # whoever installs has no admin to ask: setup mode shows the error itself
+    assert "ControlPlane is closed" in body["checks"]["control_plane"]["detail"]
+
+
+async def test_unwritable_data_dir_is_unhealthy(app, client, admin_token, data_dir):
+    import os
+    import shutil
+
+    state = app.state.instance.settings.state_dir
+    moved = state.with_name("state.moved")
+    if os.geteuid() != 0:
+        state.chmod(0o500)  # no new files
+    else:  # root writes through any mode: put a plain file where the folder was (open handles keep working)
+        state.rename(moved)
+        state.write_text("not a folder")
+    try:
+        resp = await client.get("/api/health")
+    finally:
+        if moved.exists():
+            state.unlink()
+            moved.rename(state)
+        else:
+            state.chmod(0o700)
+    assert resp.status_code == 503, resp.text
+    body = resp.json()
+    assert body["status"] == "unhealthy"
+    check = body["checks"]["data_dir"]
+    assert check["status"] == "fail" and "not writable" in check["detail"]
+    assert str(data_dir) not in check["detail"]  # no paths for anonymous callers
+    assert body["checks"]["control_plane"]["status"] == "ok"
+    assert (await client.get("/api/health")).status_code == 200  # restored
+    assert shutil.disk_usage(data_dir)  # the volume itself is fine

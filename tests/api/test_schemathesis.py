@@ -4,14 +4,27 @@ The app runs in-process on a real, bootstrapped instance. Each operation is
 called unauthenticated and as admin; every response must be documented (status,
 content type, body schema) and no input may cause a 5xx. New endpoints are
 covered automatically because the test iterates the schema.
+
+Nothing here may reach beyond this machine: an autouse guard makes every socket
+connect / name lookup to anything but 127.0.0.1, ::1 or localhost raise at once.
+The keboola source type (whose configure runs a live check of keboola_url) is
+pointed at the local Keboola Storage API server (KEBOOLA_STACK_URL and
+KEBOOLA_STORAGE_TOKEN), so `{"data_source": "keboola"}` is fuzzed for real; a
+generated remote keboola_url is stopped by the guard and answered as a failed check.
+The guard covers this process only: connectors run as subprocesses, and the only
+source a fuzzed configure can store is checked against loopback first.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -21,8 +34,11 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi import checks as oa_checks
 
 from agnes.app import create_app
+from agnes.devtools.keboola_server import KeboolaData, KeboolaServer
 from agnes.settings import Settings
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.connectors.keboola.support import TOKEN as KBC_TOKEN
+from tests.connectors.keboola.support import orders_table
 
 EXCLUDED = [
     # Litestar bug #4169: its automatic OPTIONS answer lists only one handler's methods.
@@ -36,8 +52,15 @@ EXCLUDED = [
 
 
 _TMP = tempfile.TemporaryDirectory(prefix="agnes-fuzz-")
-DATA = Path(_TMP.name)
-APP = create_app(Settings.load({"DATA_DIR": str(DATA)}))
+DATA = Path(_TMP.name) / "data"
+DATA.mkdir()
+# The local Keboola Storage API server (127.0.0.1, a daemon thread): keboola configure is checked live there.
+_KBC_DATA = KeboolaData(Path(_TMP.name) / "kbc")
+orders_table(_KBC_DATA)
+KBC = KeboolaServer(_KBC_DATA.root, tokens=[KBC_TOKEN]).start()
+atexit.register(KBC.stop)
+APP = create_app(Settings.load({"DATA_DIR": str(DATA), "KEBOOLA_STACK_URL": KBC.url,
+                                "KEBOOLA_STORAGE_TOKEN": KBC_TOKEN}))
 # Loaded from the app's own document; requests go in-process to APP (its lifespan starts on first call).
 schema = schemathesis.openapi.from_dict(APP.openapi_schema.to_schema())
 schema.app = APP
@@ -92,6 +115,95 @@ def sent_as_generated(ctx: HookContext, query: dict | None) -> bool:
         if declared and not _fits(value, declared) and _text_fits(_as_sent(value), declared):
             return False
     return True
+
+
+class OutboundBlocked(PermissionError):
+    """A fuzzed request tried to leave this machine; no packet was sent."""
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+_REAL_GETADDRINFO = socket.getaddrinfo
+_REAL_CONNECT, _REAL_CONNECT_EX, _REAL_SENDTO = socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto
+BLOCKED: list[str] = []  # what the guard refused, for the record
+
+
+def _refuse_unless_loopback(host: Any, what: str) -> None:
+    if host is None:  # passive lookups (binding a server) resolve nothing remote
+        return
+    name = (host.decode() if isinstance(host, bytes) else str(host)).strip("[]").lower()
+    if name.removeprefix("::ffff:") not in LOOPBACK:
+        BLOCKED.append(f"{what} {name}")
+        raise OutboundBlocked(f"fuzz guard: {what} to {name!r} refused; only 127.0.0.1, ::1 and localhost are "
+                              "reachable during fuzzing")
+
+
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    _refuse_unless_loopback(host, "getaddrinfo")
+    return _REAL_GETADDRINFO(host, *args, **kwargs)
+
+
+def _address_host(address: Any) -> Any:
+    return address[0] if isinstance(address, tuple) else None  # str/bytes: a unix socket path, stays local
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    _refuse_unless_loopback(_address_host(address), "connect")
+    return _REAL_CONNECT(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    _refuse_unless_loopback(_address_host(address), "connect")
+    return _REAL_CONNECT_EX(self, address)
+
+
+def _guarded_sendto(self: socket.socket, data: Any, *args: Any) -> int:
+    _refuse_unless_loopback(_address_host(args[-1]), "sendto")
+    return _REAL_SENDTO(self, data, *args)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback_only() -> Iterator[None]:
+    """Every test here (the whole fuzz run included) can reach 127.0.0.1 / ::1 only."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+        mp.setattr(socket.socket, "connect", _guarded_connect)
+        mp.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+        mp.setattr(socket.socket, "sendto", _guarded_sendto)
+        yield
+
+
+def test_the_guard_refuses_non_loopback_before_sending() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)  # a real connect to TEST-NET-1 would hang until this; the guard answers at once
+        with pytest.raises(OutboundBlocked, match="192.0.2.1"):
+            sock.connect(("192.0.2.1", 443))
+        assert sock.connect_ex(("127.0.0.1", int(KBC.url.rsplit(":", 1)[1]))) == 0  # loopback still works
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock6, pytest.raises(OutboundBlocked):
+        sock6.connect(("2001:db8::1", 443))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, pytest.raises(OutboundBlocked):
+        udp.sendto(b"x", ("192.0.2.1", 53))
+    with pytest.raises(OutboundBlocked, match="example.com"):
+        socket.getaddrinfo("example.com", 443)
+    with pytest.raises(OutboundBlocked):
+        socket.create_connection(("example.com", 443), timeout=30)
+    assert socket.getaddrinfo("localhost", 80) and "connect 192.0.2.1" in BLOCKED
+
+
+def test_keboola_configure_is_checked_against_the_local_server(fuzz: FuzzSession) -> None:
+    """The live check of the fuzzed keboola type goes to the local server; a remote URL never leaves."""
+    before = len(KBC.faults.requests)
+    with asgi.get_client(APP) as client:
+        local = client.post("/api/admin/configure", headers=fuzz.headers,
+                            json={"data_source": "keboola", "name": "kbc_probe"})
+        assert local.status_code == 200, local.text
+        assert local.json()["options"]["keboola_url"] == KBC.url
+        remote = client.post("/api/admin/configure", headers=fuzz.headers, json={
+            "data_source": "keboola", "name": "kbc_remote", "keboola_url": "https://connection.keboola.invalid"})
+        assert remote.status_code == 400 and remote.json()["error"]["code"] == "source_check_failed", remote.text
+        assert client.delete("/api/admin/sources/kbc_probe?confirm=kbc_probe", headers=fuzz.headers).status_code \
+            in (200, 204)
+    assert len(KBC.faults.requests) > before
+    assert any("connection.keboola.invalid" in b for b in BLOCKED)
 
 
 class FuzzSession:

@@ -7,6 +7,7 @@ import re
 import pytest
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
+from litestar.routes import HTTPRoute
 
 from agnes.api.middleware import SETUP_ALLOWED
 
@@ -20,9 +21,11 @@ def _concrete(path: str) -> str:
 def _routes(app: Litestar) -> list[tuple[str, str, bool]]:
     found = []
     for route in app.routes:
-        for handler in getattr(route, "route_handlers", []):
-            if not isinstance(handler, HTTPRouteHandler):
-                continue
+        # Only HTTP routes are checked below, so nothing else may exist: a websocket or a mounted ASGI app
+        # would slip past the lockdown test. One added later must get its own setup-mode check first.
+        assert isinstance(route, HTTPRoute), f"{type(route).__name__} {route.path}: not covered by this test"
+        for handler in route.route_handlers:
+            assert isinstance(handler, HTTPRouteHandler), f"{type(handler).__name__} on {route.path}"
             for method in handler.http_methods:
                 if method in ("HEAD", "OPTIONS"):
                     continue
@@ -40,6 +43,28 @@ async def test_every_route_not_marked_is_locked_in_setup_mode(app, client):
         err = resp.json()["error"]
         assert err["code"] == "setup_required"
         assert "/auth/bootstrap" in err["hint"] and "agnes setup-token" in err["hint"]
+
+
+@pytest.mark.parametrize("kind", ["websocket", "asgi"])
+def test_a_route_of_another_kind_cannot_slip_past_the_lockdown_test(make_settings, kind):
+    from litestar import WebSocket, asgi, websocket
+    from litestar.types import Receive, Scope, Send
+
+    from agnes.app import create_app
+
+    app = create_app(make_settings())
+    assert _routes(app)
+    if kind == "websocket":
+        @websocket("/ws/sneaky")
+        async def sneaky(socket: WebSocket) -> None:  # pragma: no cover - never connected
+            await socket.close()
+    else:
+        @asgi("/mounted/sneaky", is_mount=True, copy_scope=True)
+        async def sneaky(scope: Scope, receive: Receive, send: Send) -> None:  # pragma: no cover - never called
+            return None
+    app.register(sneaky)
+    with pytest.raises(AssertionError, match="sneaky"):
+        _routes(app)
 
 
 async def test_the_allowed_set_is_exactly_what_setup_needs(app):

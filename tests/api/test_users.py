@@ -1,3 +1,4 @@
+from agnes.control import audit
 from tests.conftest import create_user, login
 
 
@@ -77,3 +78,18 @@ async def test_non_admins_cannot_manage_users(client, admin_token, auth):
                              headers=auth(token))
     assert resp.status_code == 403 and resp.json()["error"]["code"] == "forbidden"
     assert "admin" in resp.json()["error"]["message"]
+
+
+async def test_role_change_and_deactivation_are_audited(client, admin_token, auth, app):
+    h = auth(admin_token)
+    me = (await client.get("/api/me", headers=h)).json()
+    user = await create_user(client, admin_token, "ana@example.com", "analyst")
+    assert (await client.patch(f"/api/users/{user['id']}", json={"role": "admin"}, headers=h)).status_code == 200
+    assert (await client.patch(f"/api/users/{user['id']}", json={"active": False}, headers=h)).status_code == 200
+    async with app.state.instance.control.read() as conn:
+        entries = await audit.recent(conn, action="user_updated")
+    got = [(e["actor"], e["actor_user_id"], e["target"], e["detail"]) for e in reversed(entries)]
+    assert got == [
+        (me["email"], me["id"], f"user:{user['id']}", {"role": "admin"}),
+        (me["email"], me["id"], f"user:{user['id']}", {"active": False}),
+    ]

@@ -57,6 +57,10 @@ def test_reset_password_recovers_a_locked_out_admin(server: LiveServer, data_dir
     ok = run_agnes(["users", "reset-password", "admin@example.com", "--password-stdin"], data_dir,
                    input="a-new-long-passphrase\n")
     assert ok.returncode == 0, ok.stderr
+    with sqlite3.connect(data_dir / "state" / "agnes.sqlite") as conn:
+        audited = conn.execute("SELECT actor, actor_user_id, target, detail FROM audit_log "
+                               "WHERE action = 'user_updated' ORDER BY id").fetchall()
+    assert audited == [("cli", None, "user:1", '{"active":true,"password":"changed"}')]  # one, by the CLI
     login = httpx.post(server.url + "/auth/token",
                        json={"email": "admin@example.com", "password": "a-new-long-passphrase"})
     assert login.status_code == 200

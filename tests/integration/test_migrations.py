@@ -149,7 +149,9 @@ def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
     err = caught.value
     assert err.code == "schema_too_new"
     assert f"schema {newer}" in err.message and f"knows schema {LATEST_SCHEMA}" in err.message
-    assert str(backups) in err.message and f"agnes-v{LATEST_SCHEMA}-to-v{newer}-*.sqlite" in err.message
+    # no upgrade to `newer` left a backup here: say so instead of naming a file that does not exist
+    assert f"No backup from before that upgrade (agnes-v<N>-to-v{newer}-*.sqlite" in err.message
+    assert str(backups) in err.message and "Start the newer Agnes again" in err.hint
     assert (db.read_bytes(), db.stat().st_mtime_ns) == before
     assert not backups.exists()
     # only SQLite's own sidecars (left by the read-only look) besides the lock file
@@ -159,6 +161,34 @@ def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
         "agnes.sqlite-shm",
         "agnes.sqlite.migrate.lock",
     }
+
+
+def test_newer_schema_names_the_real_backup_of_that_upgrade(tmp_path: Path) -> None:
+    """A newer image may have jumped v2 -> v{newer}: name the backup that exists, not a guessed name."""
+    db, backups = _paths(tmp_path)
+    migrate(db, backups)
+    newer = LATEST_SCHEMA + 3
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {newer}")
+    conn.close()
+    backups.mkdir(parents=True, exist_ok=True)
+    names = {
+        "older": f"agnes-v1-to-v{newer}-20260101T000000Z.sqlite",
+        "newest": f"agnes-v2-to-v{newer}-20260301T000000Z.sqlite",  # the one to restore
+        "unrunnable": f"agnes-v{LATEST_SCHEMA + 1}-to-v{newer}-20260401T000000Z.sqlite",  # this code is too old for it
+        "other_upgrade": f"agnes-v1-to-v{newer - 1}-20260501T000000Z.sqlite",
+        "not_a_backup": f"agnes-v1-to-v{newer}-20260601T000000Z.sqlite.tmp",
+    }
+    for name in names.values():
+        (backups / name).write_bytes(b"")
+    with pytest.raises(StartupError) as caught:
+        migrate(db, backups)
+    err = caught.value
+    assert err.code == "schema_too_new"
+    assert str(backups / names["newest"]) in err.message
+    assert f"agnes-v{LATEST_SCHEMA}-to-v{newer}" not in err.message + err.hint
+    assert str(backups / names["newest"]) in err.hint and str(db) in err.hint
+    assert current_version(db) == newer
 
 
 def test_broken_migration_rolls_back(tmp_path: Path) -> None:

@@ -176,8 +176,20 @@ def test_agnes_config_overrides_the_file_location(tmp_path: Path) -> None:
     other.write_text("server:\n  port: 2222\n", encoding="utf-8")
     s = Settings.load({"DATA_DIR": str(tmp_path), "AGNES_CONFIG": str(other)})
     assert s.config_path == other and s.server.port == 2222
-    missing = Settings.load({"DATA_DIR": str(tmp_path), "AGNES_CONFIG": str(tmp_path / "none.yaml")})
-    assert missing.server.port == 8000  # a missing file is fine
+
+
+def test_agnes_config_naming_a_missing_file_refuses_to_start(tmp_path: Path) -> None:
+    """Set explicitly, a typo must not silently run the instance on defaults (the default path stays optional)."""
+    write_config(tmp_path, "server:\n  port: 1111\n")  # the default file exists but is not what was asked for
+    missing = tmp_path / "none.yaml"
+    with pytest.raises(StartupError) as info:
+        Settings.load({"DATA_DIR": str(tmp_path), "AGNES_CONFIG": str(missing)})
+    err = info.value
+    assert err.code == "config_invalid"
+    assert "AGNES_CONFIG" in err.message and str(missing) in err.message and "does not exist" in err.message
+    assert "unset AGNES_CONFIG" in err.hint and "instance.yaml.example" in err.hint
+    (tmp_path / "config" / "instance.yaml").unlink()
+    assert Settings.load({"DATA_DIR": str(tmp_path)}).server.port == 8000  # no AGNES_CONFIG: the file is optional
 
 
 def test_trusted_proxies_parsing(tmp_path: Path) -> None:

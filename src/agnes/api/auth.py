@@ -27,7 +27,7 @@ class AuthController(Controller):
         summary="Create the first admin (needs the one-time setup token)",
         opt={SETUP_ALLOWED: True},
         responses=documented("validation_failed", "weak_password", "invalid_email", "invalid_setup_token",
-                             "already_bootstrapped"),
+                             "already_bootstrapped", "not_ready"),
     )
     async def bootstrap(
         self,
@@ -42,7 +42,8 @@ class AuthController(Controller):
         user, access = await setup_service.bootstrap(
             instance, email=data.email, password=data.password, setup_token=token, ip=ip
         )
-        return BootstrapResponse(access_token=access.token, expires_in=access.expires_in, user=user)
+        return BootstrapResponse(access_token=access.token, expires_in=access.expires_in, user=user,
+                                 token_type="bearer")  # noqa: S106 — the OAuth token type, not a secret
 
     @post(
         "/token",
@@ -55,4 +56,5 @@ class AuthController(Controller):
         self, instance: InstanceDep, ip: ClientIp, data: Annotated[LoginRequest, Body(schema_extra=STRICT)]
     ) -> AccessTokenResponse:
         _, access = await auth_service.login(instance, email=data.email, password=data.password, ip=ip)
-        return AccessTokenResponse(access_token=access.token, expires_in=access.expires_in)
+        return AccessTokenResponse(access_token=access.token, expires_in=access.expires_in,
+                                   token_type="bearer")  # noqa: S106 — the OAuth token type, not a secret

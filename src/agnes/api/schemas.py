@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
 import msgspec
 from litestar.params import PathParameter
@@ -41,14 +41,14 @@ class LoginRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class AccessTokenResponse(msgspec.Struct, frozen=True):
     access_token: str
     expires_in: int
-    token_type: str = "bearer"  # noqa: S105 — the OAuth token type, not a secret
+    token_type: Literal["bearer"]  # the OAuth token type, not a secret; always sent
 
 
 class BootstrapResponse(msgspec.Struct, frozen=True):
     access_token: str
     expires_in: int
     user: User
-    token_type: str = "bearer"  # noqa: S105 — the OAuth token type, not a secret
+    token_type: Literal["bearer"]  # the OAuth token type, not a secret; always sent
 
 
 class CreateUserRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

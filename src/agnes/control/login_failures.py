@@ -1,4 +1,9 @@
-"""Failed-login counters per (account, client address) for growing back-off."""
+"""Failed-login counters per (account, client address) for growing back-off.
+
+The counter is bumped *before* the password is verified, inside the same
+`BEGIN IMMEDIATE` transaction that checks the block, so parallel guesses are
+counted one by one (`count_attempt` is a single upsert with RETURNING).
+"""
 
 from __future__ import annotations
 
@@ -13,19 +18,28 @@ async def get(conn: aiosqlite.Connection, key: str) -> tuple[int, float] | None:
     return None if row is None else (int(row["failures"]), float(row["blocked_until"]))
 
 
-async def put(conn: aiosqlite.Connection, key: str, failures: int, now: float, blocked_until: float) -> None:
-    await change(
+async def count_attempt(conn: aiosqlite.Connection, key: str, now: float) -> int:
+    """Add one attempt to `key` atomically and return the new count (1 for a new key)."""
+    row = await one(
         conn,
-        "INSERT INTO login_failures (key, failures, last_failed_at, blocked_until) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT(key) DO UPDATE SET failures = excluded.failures,"
-        " last_failed_at = excluded.last_failed_at, blocked_until = excluded.blocked_until",
-        (key, failures, now, blocked_until),
+        "INSERT INTO login_failures (key, failures, last_failed_at, blocked_until) VALUES (?, 1, ?, 0)"
+        " ON CONFLICT(key) DO UPDATE SET failures = failures + 1, last_failed_at = excluded.last_failed_at"
+        " RETURNING failures",
+        (key, now),
     )
+    assert row is not None
+    return int(row["failures"])
+
+
+async def block_until(conn: aiosqlite.Connection, key: str, until: float) -> None:
+    await change(conn, "UPDATE login_failures SET blocked_until = ? WHERE key = ?", (until, key))
 
 
 async def clear(conn: aiosqlite.Connection, key: str) -> None:
     await change(conn, "DELETE FROM login_failures WHERE key = ?", (key,))
 
 
-async def forget_older_than(conn: aiosqlite.Connection, cutoff: float) -> None:
-    await change(conn, "DELETE FROM login_failures WHERE last_failed_at < ? AND blocked_until < ?", (cutoff, cutoff))
+async def forget_stale(conn: aiosqlite.Connection, *, last_failed_before: float, now: float) -> int:
+    """Delete counters whose block is over and whose last failure is older than `last_failed_before`."""
+    return await change(conn, "DELETE FROM login_failures WHERE last_failed_at < ? AND blocked_until <= ?",
+                        (last_failed_before, now))

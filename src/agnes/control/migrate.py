@@ -175,12 +175,47 @@ def _apply(conn: sqlite3.Connection, version: int, name: str, sql: str) -> None:
         conn.execute("PRAGMA foreign_keys=ON")
 
 
+_BACKUP_NAME = re.compile(r"^agnes-v(\d+)-to-v(\d+)-(\d{8}T\d{6}Z)(?:-(\d+))?\.sqlite$")
+
+
+def _backup_before(backups_dir: Path, db_v: int, latest: int) -> Path | None:
+    """The newest backup taken by an upgrade *to* `db_v` from a schema this code can run (<= latest).
+
+    A newer image may have upgraded v2 -> v5 in one go, so `agnes-v{latest}-to-v{db_v}` need not exist.
+    """
+    try:
+        names = [p.name for p in backups_dir.iterdir() if p.is_file()]
+    except OSError:
+        return None
+    found = []
+    for name in names:
+        m = _BACKUP_NAME.match(name)
+        if m and int(m.group(2)) == db_v and int(m.group(1)) <= latest:
+            found.append((m.group(3), int(m.group(4) or 0), int(m.group(1)), name))
+    return backups_dir / max(found)[3] if found else None
+
+
 def _too_new(db_path: Path, backups_dir: Path, db_v: int, latest: int) -> StartupError:
+    backup = _backup_before(backups_dir, db_v, latest)
+    what = (f"The control plane at {db_path} is at schema {db_v}, but this Agnes ({build_info().version}) "
+            f"knows schema {latest}.")
+    if backup is not None:
+        return StartupError(
+            "schema_too_new",
+            f"{what} The backup taken before that upgrade is {backup}.",
+            hint="Start the newer Agnes again (in Docker: set AGNES_IMAGE_TAG back to it, then "
+            "`docker compose up -d`). To stay on this version instead: stop server and worker "
+            f"(`docker compose stop app worker`), move {db_path.name} (and its -wal/-shm files) aside, copy "
+            f"{backup} to {db_path}, then start again (`docker compose up -d` or `agnes serve`); control-plane "
+            "changes made since that upgrade are lost.",
+        )
     return StartupError(
         "schema_too_new",
-        f"The control plane at {db_path} is at schema {db_v}, but this Agnes "
-        f"({build_info().version}) knows schema {latest}. Run the newer image again, or restore the "
-        f"backup taken before that upgrade from {backups_dir} (agnes-v{latest}-to-v{db_v}-*.sqlite).",
+        f"{what} No backup from before that upgrade (agnes-v<N>-to-v{db_v}-*.sqlite with N <= {latest}) "
+        f"exists in {backups_dir}.",
+        hint="Start the newer Agnes again (in Docker: set AGNES_IMAGE_TAG back to it, then `docker compose up -d`): "
+        "this version cannot use the data. To go back anyway, restore a copy of the whole data volume taken "
+        "before the upgrade (docs/releases.md, \"Backup and restore\").",
     )
 
 

@@ -133,6 +133,17 @@ class ArqQueue:
         except Exception as exc:
             raise _unavailable(exc) from exc
 
+    async def worker_seen(self) -> bool:
+        """Whether an `agnes worker` on this Redis refreshed arq's health key lately (the key expires
+        HEALTH_SECONDS + 1 s after a worker's last report; a worker that stops deletes it)."""
+        from arq.constants import default_queue_name, health_check_key_suffix
+
+        pool = await self._connect()
+        try:
+            return bool(await pool.exists(default_queue_name + health_check_key_suffix))
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
     async def close(self) -> None:
         if self._pool is not None and self._own_pool:
             with contextlib.suppress(Exception):

@@ -12,6 +12,8 @@ import hashlib
 import math
 import time
 
+import aiosqlite
+
 from agnes.control import audit, login_failures
 from agnes.control import tokens as tokens_repo
 from agnes.control import users as users_repo
@@ -43,37 +45,76 @@ def _throttle_key(email: str, ip: str | None) -> str:
     return hashlib.sha256(f"{email.strip().lower()}|{ip or '-'}".encode()).hexdigest()
 
 
+def backoff_seconds(failures: int, free: int, cap: float) -> float:
+    """How long (account, address) is refused after `failures` counted attempts: 2, 4, 8 … up to `cap`."""
+    if failures <= free:
+        return 0.0
+    return min(2.0 ** min(failures - free, 60), cap)
+
+
+def forget_after_seconds(free: int, cap: float) -> float:
+    """How long a quiet counter is kept (at least a day).
+
+    Long enough that waiting for a counter to be forgotten never beats waiting out
+    the capped back-off: a fresh counter grants at most free + 2 + log2(cap) tries
+    before it reaches the cap, and the cap grants as many in this time.
+    """
+    cap = max(float(cap), 1.0)
+    return max(86400.0, cap * (free + 2 + math.ceil(math.log2(cap))))
+
+
+_SWEEP_EVERY = 60.0  # seconds; the sweep scans the table, so not on every attempt
+_LAST_SWEEP: dict[str, float] = {}
+
+
+async def _sweep_stale(instance: Instance, conn: aiosqlite.Connection, now: float) -> None:
+    """Forget counters of attempts long past (random emails would otherwise pile up forever)."""
+    where, tick = str(instance.control.path), time.monotonic()
+    if tick - _LAST_SWEEP.get(where, -1e18) < _SWEEP_EVERY:
+        return
+    _LAST_SWEEP[where] = tick
+    cfg = instance.settings.auth
+    keep = forget_after_seconds(cfg.login_free_failures, cfg.login_max_backoff_seconds)
+    await login_failures.forget_stale(conn, last_failed_before=now - keep, now=now)
+
+
 async def login(instance: Instance, *, email: str, password: str, ip: str | None) -> tuple[User, AccessToken]:
+    """Check the password; refused with 429 while (account, address) is backed off.
+
+    The block check and the attempt count happen in one write transaction
+    *before* the (slow) password check, so parallel guesses cannot slip past the
+    counter; a right password then clears the counter again.
+    """
     cfg = instance.settings.auth
     key = _throttle_key(email, ip)
     now = time.time()
-    async with instance.control.read() as conn:
+    async with instance.control.transaction() as conn:
         state = await login_failures.get(conn, key)
-    if state and state[1] > now:
-        retry_after = max(1, math.ceil(state[1] - now))
-        raise AgnesError(
-            "too_many_attempts",
-            f"Too many failed logins for {email} from this address; try again in {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
-        )
+        if state and state[1] > now:
+            retry_after = max(1, math.ceil(state[1] - now))
+            raise AgnesError(
+                "too_many_attempts",
+                f"Too many failed logins for {email} from this address; try again in {retry_after} s.",
+                headers={"Retry-After": str(retry_after)},
+            )
+        await _sweep_stale(instance, conn, now)
+        failures = await login_failures.count_attempt(conn, key, now)
+        delay = backoff_seconds(failures, cfg.login_free_failures, cfg.login_max_backoff_seconds)
+        if delay > 0:
+            await login_failures.block_until(conn, key, now + delay)
     async with instance.control.read() as conn:
         found = await users_repo.get_with_hash(conn, email.strip())
     stored_hash = found[1] if found else await asyncio.to_thread(_dummy_hash)
     ok = await asyncio.to_thread(verify_password, stored_hash, password)
     user = found[0] if found else None
     if not ok or user is None or not user.active:
-        failures = (state[0] if state else 0) + 1
-        free = cfg.login_free_failures
-        delay = 0.0 if failures <= free else min(2.0 ** (failures - free), cfg.login_max_backoff_seconds)
         async with instance.control.transaction() as conn:
-            await login_failures.put(conn, key, failures, now, now + delay)
             await audit.record(
                 conn, action="login_failed", actor=email[:254], detail={"failures": failures}, ip=ip
             )
         raise AgnesError("invalid_credentials")
     async with instance.control.transaction() as conn:
         await login_failures.clear(conn, key)
-        await login_failures.forget_older_than(conn, now - 86400)
         await users_repo.touch_login(conn, user.id)
         await audit.record(conn, action="login", actor=user.email, actor_user_id=user.id, ip=ip)
     token = issue_access_token(instance.secrets.jwt_key, user.id, cfg.access_token_ttl_seconds)

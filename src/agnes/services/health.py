@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import uuid
 from typing import Literal
@@ -10,7 +11,10 @@ from typing import Literal
 import msgspec
 
 from agnes.control import health_errors
+from agnes.errors import AgnesError
 from agnes.services.instance import Instance
+
+log = logging.getLogger("agnes.health")
 
 CheckStatus = Literal["ok", "warn", "fail"]
 Status = Literal["healthy", "degraded", "unhealthy"]
@@ -41,12 +45,38 @@ class HealthReport(msgspec.Struct, frozen=True):
     errors: list[ErrorEntry]
 
 
-async def _control_plane(instance: Instance) -> Check:
+async def _control_plane(instance: Instance, admin: bool) -> Check:
     try:
         version = await asyncio.wait_for(instance.control.ping(), timeout=5)
     except Exception as exc:  # noqa: BLE001 — any failure here is the diagnosis
-        return Check("fail", f"control plane unreachable: {exc}")
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log.error("health: the control plane does not answer: %s", reason)
+        if admin:
+            return Check("fail", f"control plane unreachable: {reason}")
+        # raw error text can name files and paths: not for anonymous callers (the server log has it)
+        return Check("fail", "control plane unreachable: the server log names the error; check the data "
+                     "volume (free space, permissions) and restart Agnes")
     return Check("ok", f"SQLite schema {version}")
+
+
+async def _job_warnings(instance: Instance, admin: bool) -> list[str]:
+    """arq mode (REDIS_URL): jobs stay queued and schedules never run while no `agnes worker` is alive."""
+    queue = instance.jobs
+    worker_seen = getattr(queue, "worker_seen", None)
+    if queue is None or queue.kind != "arq" or worker_seen is None:
+        return []  # embedded: this server runs jobs and schedules itself
+    from agnes.jobs.worker import HEALTH_SECONDS
+
+    try:
+        seen = await asyncio.wait_for(worker_seen(), timeout=1.5)  # a health probe must stay quick
+    except (AgnesError, TimeoutError) as exc:
+        reason = exc.message if isinstance(exc, AgnesError) else "no answer within 1.5 s"
+        return [("The job queue (Redis) cannot be reached" + (f": {reason}" if admin else "") +
+                 "; syncs are refused until it answers. Check that Redis runs and REDIS_URL points at it.")]
+    if seen:
+        return []
+    return [f"No worker has reported in {HEALTH_SECONDS + 1} s: queued sync jobs wait and cron schedules never "
+            "run. Start `agnes worker` (same REDIS_URL and DATA_DIR as the server; `docker compose up -d worker`)."]
 
 
 def _data_dir(instance: Instance, admin: bool) -> Check:
@@ -75,10 +105,13 @@ async def health_report(instance: Instance, *, include_messages: bool) -> Health
     """`include_messages`: the caller is an admin. Anyone may read health (load balancers, the
     smoke test), so for everyone else it names no table, file path or raw error text -- except in
     setup mode, where whoever installs has no admin to ask and nothing is served yet."""
-    setup_required = await instance.refresh_setup_required()
+    try:
+        setup_required = await instance.refresh_setup_required()
+    except Exception:  # noqa: BLE001 — a dead control plane is reported by its check below, as 503
+        setup_required = instance.setup_required  # the last value read
     admin = include_messages or setup_required
     checks = {
-        "control_plane": await _control_plane(instance),
+        "control_plane": await _control_plane(instance, admin),
         "data_dir": await asyncio.to_thread(_data_dir, instance, admin),
         "disk": await asyncio.to_thread(_disk, instance),
     }
@@ -87,7 +120,7 @@ async def health_report(instance: Instance, *, include_messages: bool) -> Health
         status_, detail = instance.serving.health(detailed=admin)
         checks["catalog"] = Check(status_, detail)
         private += instance.serving.warnings()  # table names shared by sources
-    warnings = list(instance.release_warnings)
+    warnings = list(instance.release_warnings) + await _job_warnings(instance, admin)
     if admin:
         warnings += private
     elif private:
