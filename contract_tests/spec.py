@@ -29,6 +29,8 @@ SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 TABLE_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,127}$")
 TABLE_NAME_MAX = 128
 ENV_VAR_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+#: `_remote_attach.extension`: a DuckDB extension name (the engine ATTACHes with TYPE <extension>).
+EXTENSION_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 #: Clock skew tolerated before `extracted_at` counts as "in the future".
 FUTURE_SKEW_SECONDS = 300
@@ -36,10 +38,16 @@ FUTURE_SKEW_SECONDS = 300
 #: Names that are never a source (they are DuckDB's own catalogs/schemas).
 BUILTIN_RESERVED = frozenset({"main", "system", "temp", "memory", "information_schema", "pg_catalog"})
 
-#: Keyword categories DuckDB refuses as an unquoted catalog name (`x.table`).
-#: Unreserved keywords (`sample`, `csv`, `data` …) work unquoted and are the
-#: default source names, so they stay allowed.
-RESERVED_KEYWORD_CATEGORIES = ("reserved", "type_function")
+#: Tables of the contract itself; no data table may take their name.
+RESERVED_TABLE_NAMES = frozenset(CONTRACT_TABLES)
+
+#: Every DuckDB keyword is reserved as a source name except the `unreserved`
+#: ones (design.md "Names": "not a reserved word … DuckDB keywords").
+#: Unreserved keywords (`sample`, `csv`, `data` …) work unquoted everywhere and
+#: are the default source names, so they stay allowed. `column_name` keywords
+#: (`values`, `integer`, `time` …) are refused too: they cannot be a bare
+#: identifier in every position.
+ALLOWED_KEYWORD_CATEGORY = "unreserved"
 
 
 def _parse_columns(sql_file: Path, table: str) -> dict[str, str]:
@@ -58,12 +66,26 @@ def _parse_columns(sql_file: Path, table: str) -> dict[str, str]:
     return {name: dtype for name, dtype in rows}
 
 
+def _parse_constraints(sql_file: Path, table: str) -> dict[str, tuple[bool, str | None]]:
+    """Column name -> (NOT NULL?, DEFAULT as DuckDB prints it), by running the DDL in memory."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(sql_file.read_text(encoding="utf-8"))
+        rows = con.execute(
+            "SELECT column_name, NOT is_nullable, column_default FROM duckdb_columns() WHERE table_name = ? "
+            "ORDER BY column_index",
+            [table],
+        ).fetchall()
+    finally:
+        con.close()
+    return {name: (bool(not_null), default) for name, not_null, default in rows}
+
+
 def _duckdb_reserved_keywords() -> frozenset[str]:
     con = duckdb.connect(":memory:")
     try:
         rows = con.execute(
-            "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category IN (?, ?)",
-            list(RESERVED_KEYWORD_CATEGORIES),
+            "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category <> ?", [ALLOWED_KEYWORD_CATEGORY]
         ).fetchall()
     finally:
         con.close()
@@ -72,5 +94,10 @@ def _duckdb_reserved_keywords() -> frozenset[str]:
 
 META_COLUMNS: dict[str, str] = _parse_columns(META_SQL, META_TABLE)
 REMOTE_ATTACH_COLUMNS: dict[str, str] = _parse_columns(REMOTE_ATTACH_SQL, REMOTE_ATTACH_TABLE)
+#: Column name -> (NOT NULL?, DEFAULT expression or None), as the spec DDL declares them.
+META_CONSTRAINTS: dict[str, tuple[bool, str | None]] = _parse_constraints(META_SQL, META_TABLE)
+REMOTE_ATTACH_CONSTRAINTS: dict[str, tuple[bool, str | None]] = _parse_constraints(
+    REMOTE_ATTACH_SQL, REMOTE_ATTACH_TABLE
+)
 DUCKDB_RESERVED_KEYWORDS: frozenset[str] = _duckdb_reserved_keywords()
 RESERVED_SOURCE_NAMES: frozenset[str] = BUILTIN_RESERVED | DUCKDB_RESERVED_KEYWORDS

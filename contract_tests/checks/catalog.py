@@ -68,6 +68,16 @@ def _type_fix(table: str, col: str, actual: str, expected: str) -> str:
     return f"ALTER TABLE {table} ALTER {col} TYPE {expected} (or CAST({col} AS {expected}) when creating it)"
 
 
+def column_constraints(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, tuple[bool, str | None]]:
+    """Actual column name -> (NOT NULL?, DEFAULT as DuckDB prints it) of a main-schema table."""
+    rows = con.execute(
+        "SELECT column_name, NOT is_nullable, column_default FROM duckdb_columns() WHERE database_name = "
+        "current_database() AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
+        [table],
+    ).fetchall()
+    return {n: (bool(nn), d) for n, nn, d in rows}
+
+
 def check_columns(
     con: duckdb.DuckDBPyConnection,
     report: Report,
@@ -75,8 +85,12 @@ def check_columns(
     expected: dict[str, str],
     code_prefix: str,
     spec_file: str,
+    constraints: dict[str, tuple[bool, str | None]] | None = None,
 ) -> tuple[dict[str, str], set[str]]:
     """Compare a contract table's columns with the frozen spec.
+
+    Names, types, order, NOT NULL and DEFAULT are compared with the spec DDL
+    (`constraints` holds what the spec declares, parsed by DuckDB itself).
 
     Returns (expected name -> actual column to read, names whose type is
     exact). A misnamed column is still read, so one typo does not turn into
@@ -127,6 +141,9 @@ def check_columns(
             f"ALTER TABLE {table} DROP COLUMN {q(col)} — keep extra metadata in a table of your own",
         )
 
+    if not missing and not extra:
+        _check_order_and_constraints(con, report, table, expected, source, code_prefix, spec_file, constraints)
+
     exact: set[str] = set()
     for col, src in source.items():
         if actual[src] == expected[col]:
@@ -139,3 +156,53 @@ def check_columns(
             _type_fix(table, q(src) if src != col else col, actual[src], expected[col]),
         )
     return source, exact
+
+
+def _check_order_and_constraints(
+    con: duckdb.DuckDBPyConnection,
+    report: Report,
+    table: str,
+    expected: dict[str, str],
+    source: dict[str, str],
+    code_prefix: str,
+    spec_file: str,
+    constraints: dict[str, tuple[bool, str | None]] | None,
+) -> None:
+    """Column order (INSERT ... VALUES relies on it), NOT NULL and DEFAULT as the spec declares them."""
+    back = {src: col for col, src in source.items()}
+    order = [back[c] for c in table_columns(con, table)]
+    if order != list(expected):
+        cols = ", ".join(q(source[c]) for c in expected)
+        report.add(
+            f"{code_prefix}_column_order",
+            table,
+            f"{table} has its columns in the order ({', '.join(order)}); the contract's order is "
+            f"({', '.join(expected)}) and INSERT ... VALUES relies on it",
+            f"recreate it: CREATE TABLE {table}_new with the exact statement in contract_tests/spec/{spec_file} "
+            f"(named {table}_new), INSERT INTO {table}_new SELECT {cols} FROM {table}; DROP TABLE {table}; "
+            f"ALTER TABLE {table}_new RENAME TO {table}",
+        )
+    if not constraints:
+        return
+    actual = column_constraints(con, table)
+    for col, (not_null, default) in constraints.items():
+        src = source.get(col)
+        if src is None or src not in actual:
+            continue
+        has_not_null, has_default = actual[src]
+        if not_null and not has_not_null:
+            report.add(
+                f"{code_prefix}_column_not_null",
+                table,
+                f"{table}.{col} allows NULL; the contract declares it NOT NULL",
+                f"ALTER TABLE {table} ALTER {q(src)} SET NOT NULL (delete or fix rows where it is NULL first) — "
+                f"or create {table} with the exact statement in contract_tests/spec/{spec_file}",
+            )
+        if default is not None and has_default != default:
+            shown = "no default" if has_default is None else f"DEFAULT {has_default}"
+            report.add(
+                f"{code_prefix}_column_default",
+                table,
+                f"{table}.{col} has {shown}; the contract declares DEFAULT {default}",
+                f"ALTER TABLE {table} ALTER {q(src)} SET DEFAULT {default}",
+            )

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
 
+from ..names import source_name_problem, suggest_name, table_name_problem
 from ..report import Report
-from ..spec import (
-    FUTURE_SKEW_SECONDS,
-    META_COLUMNS,
-    META_TABLE,
-    QUERY_MODES,
-    RESERVED_SOURCE_NAMES,
-    SOURCE_NAME_RE,
-    TABLE_NAME_MAX,
-    TABLE_NAME_RE,
-)
+from ..spec import FUTURE_SKEW_SECONDS, META_COLUMNS, META_CONSTRAINTS, META_TABLE, QUERY_MODES, TABLE_NAME_MAX
 from .catalog import Catalog, check_columns, q, sql_str
 
 
@@ -46,42 +37,14 @@ class MetaRow:
 
 def check_source_name(report: Report, name: str) -> None:
     """Source names become DuckDB catalog names, so they obey the identifier rules."""
-    if not SOURCE_NAME_RE.match(name):
-        report.add(
-            "source_name_invalid",
-            None,
-            f"source name {name!r} does not match ^[a-z][a-z0-9_]{{0,62}}$",
-            f"use lowercase letters, digits and _, starting with a letter, at most 63 characters, "
-            f"e.g. {normalise_name(name, 63, 's_')!r}",
-        )
-    elif name in RESERVED_SOURCE_NAMES:
-        report.add(
-            "source_name_reserved",
-            None,
-            f"source name {name!r} is reserved (a DuckDB catalog/schema name or keyword)",
-            f"pick another name, e.g. {name + '_src'!r}",
-        )
+    problem = source_name_problem(name)
+    if problem is not None:
+        report.add(problem.code, None, problem.message, problem.fix)
 
 
 def normalise_name(name: str, limit: int = TABLE_NAME_MAX, prefix: str = "t_") -> str:
     """The name a connector should use instead: lowercase, [a-z0-9_] only, no leading digit."""
-    out = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "unnamed"
-    if out[0].isdigit():
-        out = prefix + out
-    return out[:limit]
-
-
-def _name_problem(name: str) -> str:
-    if len(name) > TABLE_NAME_MAX:
-        return f"is {len(name)} characters long (at most {TABLE_NAME_MAX})"
-    if name != name.lower():
-        return "has uppercase letters"
-    if name[:1].isdigit():
-        return "starts with a digit"
-    if not name:
-        return "is empty"
-    bad = sorted({c for c in name if not re.match(r"[a-z0-9_]", c)})
-    return "contains " + " ".join(repr(c) for c in bad) if bad else "is not a valid table name"
+    return suggest_name(name, limit, prefix)
 
 
 def read_meta(con: duckdb.DuckDBPyConnection, catalog: Catalog, report: Report) -> list[MetaRow] | None:
@@ -96,7 +59,7 @@ def read_meta(con: duckdb.DuckDBPyConnection, catalog: Catalog, report: Report) 
             "create it with the exact statement in contract_tests/spec/meta.sql and insert one row per table",
         )
         return None
-    source, exact = check_columns(con, report, name, META_COLUMNS, "meta", "meta.sql")
+    source, exact = check_columns(con, report, name, META_COLUMNS, "meta", "meta.sql", META_CONSTRAINTS)
     select = ", ".join(
         # Via VARCHAR: every type casts to text, so no mistyped column can make the read fail.
         f"TRY_CAST(CAST({q(source[c])} AS VARCHAR) AS {t})" if c in source else f"NULL::{t}"
@@ -140,16 +103,8 @@ def check_rows(rows: list[MetaRow], report: Report, now: datetime) -> None:
                 f"_meta row {r.index} has table_name NULL",
                 "set table_name to the table's name, or DELETE the row (table_name is NOT NULL)",
             )
-        elif not TABLE_NAME_RE.match(r.table_name):
-            fixed = normalise_name(r.table_name)
-            report.add(
-                "table_name_invalid",
-                r.table_name,
-                f"table name {r.table_name!r} {_name_problem(r.table_name)}; "
-                "names must match ^[a-z_][a-z0-9_]{0,127}$",
-                f"normalise it to {fixed!r} in _meta and in the data (data/{fixed}.parquet or the table "
-                "name), and keep the native name in your own bookkeeping",
-            )
+        elif (problem := table_name_problem(r.table_name)) is not None:
+            report.add(problem.code, r.table_name, problem.message, problem.fix)
         if r.query_mode not in QUERY_MODES and "query_mode" in r.trusted:
             shown = "NULL" if r.query_mode is None else repr(r.query_mode)
             report.add(

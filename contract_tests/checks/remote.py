@@ -13,16 +13,11 @@ from dataclasses import dataclass
 
 import duckdb
 
+from ..names import alias_problem, extension_problem, token_env_problem, url_problem
 from ..report import Report, TableInfo
-from ..spec import (
-    REMOTE_ATTACH_COLUMNS,
-    REMOTE_ATTACH_TABLE,
-    RESERVED_SOURCE_NAMES,
-    SOURCE_NAME_RE,
-)
+from ..spec import CONTRACT_TABLES, REMOTE_ATTACH_COLUMNS, REMOTE_ATTACH_CONSTRAINTS, REMOTE_ATTACH_TABLE
 from .catalog import Catalog, check_columns, q, sql_str
 from .meta import MetaRow
-from .secrets import is_env_var_name, looks_like_secret, mask, url_secret
 
 #: Table functions that take an ATTACH alias as first argument and run SQL there.
 _ALIAS_QUERY_FUNCTIONS = frozenset({"postgres_query", "mysql_query", "bigquery_query", "sqlite_query"})
@@ -57,7 +52,8 @@ def read_attach(con: duckdb.DuckDBPyConnection, catalog: Catalog, report: Report
                 "your remote views use",
             )
         return None
-    source, _exact = check_columns(con, report, name, REMOTE_ATTACH_COLUMNS, "remote_attach", "remote_attach.sql")
+    source, _exact = check_columns(con, report, name, REMOTE_ATTACH_COLUMNS, "remote_attach", "remote_attach.sql",
+                                  REMOTE_ATTACH_CONSTRAINTS)
     select = ", ".join(
         f"CAST({q(source[c])} AS VARCHAR)" if c in source else "NULL::VARCHAR" for c in REMOTE_ATTACH_COLUMNS
     )
@@ -81,66 +77,13 @@ def read_attach(con: duckdb.DuckDBPyConnection, catalog: Catalog, report: Report
     aliases: set[str] = set()
     for i, (alias, extension, url, token_env) in enumerate(rows, 1):
         label = f"alias {alias!r}" if alias else f"_remote_attach row {i}"
-        _check_alias(alias, label, report)
         if alias:
             aliases.add(alias.lower())
-        if not extension:
-            report.add(
-                "remote_attach_extension_missing",
-                REMOTE_ATTACH_TABLE,
-                f"{label}: extension is empty",
-                "set extension to the DuckDB extension that ATTACHes it, e.g. 'postgres', 'sqlite', 'bigquery'",
-            )
-        if url:
-            masked = url_secret(url)
-            if masked is not None:
-                report.add(
-                    "url_contains_secret",
-                    REMOTE_ATTACH_TABLE,
-                    f"{label}: url carries a secret: {masked}",
-                    "remove the password from the url, put the secret in an environment variable and store "
-                    "that variable's NAME in token_env; then rotate the leaked secret",
-                )
-        if token_env is not None:
-            _check_token_env(token_env, label, report)
+        for problem in (alias_problem(alias), extension_problem(extension), url_problem(url),
+                        token_env_problem(token_env)):
+            if problem is not None:
+                report.add(problem.code, REMOTE_ATTACH_TABLE, f"{label}: {problem.message}", problem.fix)
     return aliases
-
-
-def _check_alias(alias: str | None, label: str, report: Report) -> None:
-    problem = None
-    if not alias:
-        problem = "alias is empty"
-    elif not SOURCE_NAME_RE.match(alias):
-        problem = "it does not match ^[a-z][a-z0-9_]{0,62}$"
-    elif alias in RESERVED_SOURCE_NAMES:
-        problem = "it is a reserved DuckDB name"
-    if problem:
-        report.add(
-            "remote_attach_alias_invalid",
-            REMOTE_ATTACH_TABLE,
-            f"{label}: {problem}",
-            "give every ATTACH a unique lowercase alias such as 'kbc' or 'pg', and use it in the views",
-        )
-
-
-def _check_token_env(value: str, label: str, report: Report) -> None:
-    if is_env_var_name(value):
-        return
-    if value and (looks_like_secret(value) or not value.upper().replace("-", "_").isidentifier()):
-        report.add(
-            "token_env_secret",
-            REMOTE_ATTACH_TABLE,
-            f"{label}: token_env holds what looks like a secret ({mask(value)}), not an env-var name",
-            "store the secret in an environment variable and put only its NAME in token_env "
-            "(e.g. 'PG_PASSWORD'); treat the leaked value as compromised and rotate it",
-        )
-        return
-    report.add(
-        "token_env_invalid",
-        REMOTE_ATTACH_TABLE,
-        f"{label}: token_env ({mask(value)}) is not an env-var name matching ^[A-Z_][A-Z0-9_]*$",
-        "use an uppercase env-var NAME such as 'PG_PASSWORD' (letters, digits, _), or NULL when no secret is needed",
-    )
 
 
 def view_query(con: duckdb.DuckDBPyConnection, create_sql: str) -> dict | None:
@@ -249,3 +192,37 @@ def check_remote_row(
                 "query_mode = 'local' with parquet or a base table instead",
             )
     return info
+
+
+def check_orphan_views(
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    meta_names: set[str],
+    aliases: set[str] | None,
+    report: Report,
+) -> None:
+    """A view reading a declared remote alias but without a `_meta` row is a forgotten remote table.
+
+    Helper views that do not touch a remote alias (e.g. over local data, for
+    standalone use) stay allowed; views named in `_meta` are checked above.
+    """
+    if not aliases:
+        return
+    lowered = {n.lower() for n in meta_names} | {t.lower() for t in CONTRACT_TABLES}
+    for key, (name, sql) in sorted(catalog.views.items()):
+        if key in lowered:
+            continue
+        ast = view_query(con, sql)
+        if ast is None:
+            continue
+        used = sorted({r.alias for r in view_refs(ast) if r.kind == "table" and r.alias in aliases})
+        if not used:
+            continue
+        report.add(
+            "view_without_meta",
+            name,
+            f"view {name} reads remote alias {', '.join(repr(a) for a in used)} but has no _meta row, so it "
+            "would never be published (a forgotten remote table?)",
+            f"INSERT INTO _meta (table_name, extracted_at, query_mode) VALUES ({sql_str(name)}, "
+            "<naive UTC timestamp>, 'remote') — or DROP VIEW " + q(name) + " if it is not meant to be published",
+        )

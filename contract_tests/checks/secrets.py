@@ -14,9 +14,11 @@ from ..spec import ENV_VAR_NAME_RE
 
 _TOKEN_PREFIXES = ("sk-", "sk_", "ghp_", "gho_", "github_pat_", "glpat-", "xox", "akia", "asia", "eyj", "ya29.")
 _URL_USERINFO = re.compile(r"^(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*:)(?P<secret>[^/@\s]+)(?P<tail>@)")
+#: A parameter whose name ends in one of these words carries a secret
+#: (`password=`, `motherduck_token=`, `client_secret=`, `aws_secret_access_key=` …).
+_KEY_WORDS = r"password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key"
 _URL_PARAM = re.compile(
-    r"(?i)(?P<head>(?:^|[?&;\s])(?:password|passwd|pwd|secret|client_secret|token|access_token|"
-    r"api[_-]?key|access[_-]?key|secret[_-]?key)\s*=\s*)(?P<secret>'[^']*'|[^&;\s]+)"
+    rf"(?i)(?P<head>(?:^|[?&;:\s])[\w.-]*?(?:{_KEY_WORDS})\s*=\s*)(?P<secret>'[^']*'|[^&;\s]+)"
 )
 
 

@@ -106,3 +106,20 @@ def test_main_returns_exit_codes(extract: Path, tmp_path: Path, capsys: pytest.C
     assert main([str(tmp_path / "missing")]) == 2
     assert main(["--bogus"]) == 2
     assert main(["--help"]) == 0
+
+
+def test_quick_skips_the_full_data_read(extract: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = extract / "data" / "big.parquet"
+    pq.write_table(pa.table({"s": [f"v{i}" for i in range(50_000)]}), f, compression="zstd")
+    run_sql(extract, "INSERT INTO _meta VALUES ('big', NULL, 50000, NULL, TIMESTAMP '2026-01-01', 'local')")
+    page = pq.read_metadata(f).row_group(0).column(0)
+    raw = bytearray(f.read_bytes())
+    for i in range(page.data_page_offset + 100, page.data_page_offset + 400):
+        raw[i] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    assert main([str(extract), "--quick"]) == 0
+    assert main([str(extract)]) == 1
+    assert "[parquet_unreadable] big:" in capsys.readouterr().out

@@ -1,5 +1,7 @@
-"""The connector matrix: EVERY connector in connectors/ runs on its own fixture
-as a real subprocess, and its output must pass the frozen contract.
+"""The connector matrix: EVERY connector in connectors/ (and any in the default
+custom folder connectors/custom/) runs on its own fixture as a real
+subprocess, and its output must pass the frozen contract. A folder there
+without extractor.py (a misspelling) fails instead of being skipped silently.
 
 A connector declares how to run it in `connectors/<name>/matrix.json`:
 `{"config": {...}, "secrets": {...}, "expect_tables": [...]}`; `${FIXTURES}`
@@ -23,12 +25,61 @@ from agnes.extract.runner import find_connector, list_connectors, run_connector
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTIN = ROOT / "connectors"
-CONNECTORS = sorted(c.name for c in list_connectors(BUILTIN, None))
+#: The default custom-connector folder (settings: connectors.custom_dir is None); the image mounts
+#: Tier A connectors there. Whatever sits in it in this checkout runs in the matrix too.
+CUSTOM = BUILTIN / "custom"
+#: Folders under connectors/ (and connectors/custom/) that are not connectors.
+NOT_CONNECTORS = frozenset({"__pycache__", "custom"})
+INFOS = list_connectors(BUILTIN, CUSTOM)
+CONNECTORS = sorted(f"{c.origin}:{c.name}" for c in INFOS)
 
 
-def test_every_builtin_connector_is_in_the_matrix():
-    folders = sorted(p.name for p in BUILTIN.iterdir() if (p / "extractor.py").is_file())
-    assert folders and folders == CONNECTORS
+def connector_folders(base: Path) -> list[Path]:
+    """Every folder that should be a connector: all but caches, dot-folders and connectors/custom."""
+    if not base.is_dir():
+        return []
+    return sorted(
+        p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_CONNECTORS
+    )
+
+
+def folder_problems(base: Path, origin: str, found: list) -> list[str]:
+    """Why a folder under `base` would silently not run in the matrix (empty when all is well)."""
+    listed = {c.name: c for c in found}
+    problems = []
+    for folder in connector_folders(base):
+        if not (folder / "extractor.py").is_file():
+            problems.append(f"{folder} has no extractor.py (misspelled? a connector folder needs extractor.py; "
+                            "remove the folder if it is not a connector)")
+        elif folder.name not in listed or listed[folder.name].origin != origin:
+            problems.append(f"{folder} is not discovered as a {origin} connector (its name must match "
+                            "^[a-z][a-z0-9_]{0,62}$ and a custom connector may not reuse a built-in name)")
+    return problems
+
+
+def test_every_connector_folder_is_in_the_matrix():
+    assert folder_problems(BUILTIN, "builtin", INFOS) == []
+    assert folder_problems(CUSTOM, "custom", INFOS) == []
+    assert [c for c in CONNECTORS if c.startswith("builtin:")], "no built-in connector found"
+
+
+def test_a_misspelled_or_empty_connector_folder_fails_the_matrix(tmp_path: Path):
+    base = tmp_path / "connectors"
+    (base / "good").mkdir(parents=True)
+    (base / "good" / "extractor.py").write_text("")
+    (base / "csv_typo").mkdir()
+    (base / "csv_typo" / "extractr.py").write_text("")
+    (base / "Bad-Name").mkdir()
+    (base / "Bad-Name" / "extractor.py").write_text("")
+    for ignored in ("__pycache__", ".git", "custom"):
+        (base / ignored).mkdir()
+    problems = folder_problems(base, "builtin", list_connectors(base, None))
+    assert len(problems) == 2, problems
+    assert "csv_typo has no extractor.py" in problems[1] and "Bad-Name is not discovered" in problems[0]
+    # connectors/custom/ is scanned the same way, and may not exist at all.
+    assert folder_problems(tmp_path / "missing", "custom", []) == []
+    (base / "custom" / "mine").mkdir()
+    assert "mine has no extractor.py" in folder_problems(base / "custom", "custom", [])[0]
 
 
 @contextmanager
@@ -48,11 +99,13 @@ def _server(kind: str | None, tmp: Path) -> Iterator[dict[str, str]]:
         server.stop()
 
 
-@pytest.mark.parametrize("name", CONNECTORS)
-async def test_connector_output_meets_the_contract(name: str, tmp_path: Path):
-    info = find_connector(name, builtin_dir=BUILTIN, custom_dir=None)
+@pytest.mark.parametrize("key", CONNECTORS)
+async def test_connector_output_meets_the_contract(key: str, tmp_path: Path):
+    origin, name = key.split(":", 1)
+    info = find_connector(name, builtin_dir=BUILTIN, custom_dir=CUSTOM)
+    assert info.origin == origin
     spec_file = info.path / "matrix.json"
-    assert spec_file.is_file(), f"connectors/{name}/matrix.json is missing: declare how the matrix runs it"
+    assert spec_file.is_file(), f"{info.path}/matrix.json is missing: declare how the matrix runs it"
     raw = spec_file.read_text().replace("${FIXTURES}", str(info.path / "fixtures"))
     out = tmp_path / "out"
     with _server(json.loads(raw).get("server"), tmp_path) as values:

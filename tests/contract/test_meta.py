@@ -146,8 +146,10 @@ def test_null_table_name(extract: Path) -> None:
         "ALTER TABLE m2 RENAME TO _meta",
         f"INSERT INTO _meta VALUES (NULL, 'lost', 1, NULL, TIMESTAMP '{BEFORE_NOW}', 'local')",
     )
-    v = only(check(extract), "table_name_missing")
-    assert "row 4" in v.message
+    report = check(extract)
+    # CREATE TABLE AS drops NOT NULL and DEFAULT too: each is reported, plus the NULL row itself.
+    assert codes(report) == ["meta_column_not_null", "meta_column_default", "table_name_missing"], report.to_text()
+    assert "row 4" in report.violations[-1].message
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "LOCAL", None])
@@ -215,3 +217,45 @@ def test_a_column_of_an_odd_type_cannot_crash_the_check(extract: Path, column: s
     run_sql(extract, f"ALTER TABLE _meta ALTER {column} TYPE {new_type}")
     v = only(check(extract), "meta_column_type")
     assert column in v.message
+
+
+def test_meta_columns_in_another_order(extract: Path) -> None:
+    run_sql(
+        extract,
+        "CREATE TABLE m2 (description VARCHAR, table_name VARCHAR NOT NULL, rows BIGINT, size_bytes BIGINT, "
+        "extracted_at TIMESTAMP, query_mode VARCHAR DEFAULT 'local')",
+        "INSERT INTO m2 SELECT description, table_name, rows, size_bytes, extracted_at, query_mode FROM _meta",
+        "DROP TABLE _meta",
+        "ALTER TABLE m2 RENAME TO _meta",
+    )
+    v = only(check(extract), "meta_column_order")
+    assert "(description, table_name," in v.message
+    assert 'SELECT "table_name", "description", "rows"' in v.fix and "meta.sql" in v.fix
+
+
+def test_meta_without_not_null(extract: Path) -> None:
+    run_sql(extract, "ALTER TABLE _meta ALTER table_name DROP NOT NULL")
+    v = only(check(extract), "meta_column_not_null")
+    assert "_meta.table_name allows NULL" in v.message
+    assert "ALTER TABLE _meta ALTER table_name SET NOT NULL" in v.fix.replace('"', "")
+
+
+def test_meta_without_the_query_mode_default(extract: Path) -> None:
+    run_sql(extract, "ALTER TABLE _meta ALTER query_mode DROP DEFAULT")
+    v = only(check(extract), "meta_column_default")
+    assert "DEFAULT 'local'" in v.fix
+
+
+def test_meta_constraints_come_from_the_spec_file() -> None:
+    from contract_tests import spec
+
+    assert spec.META_CONSTRAINTS["table_name"] == (True, None)
+    assert spec.META_CONSTRAINTS["query_mode"] == (False, "'local'")
+    assert not any(nn for nn, _ in spec.REMOTE_ATTACH_CONSTRAINTS.values())
+
+
+@pytest.mark.parametrize("name", ["_meta", "_remote_attach"])
+def test_contract_table_names_are_not_data_tables(extract: Path, name: str) -> None:
+    run_sql(extract, f"INSERT INTO _meta VALUES ('{name}', NULL, 1, NULL, TIMESTAMP '{BEFORE_NOW}', 'local')")
+    v = only(check(extract), "table_name_invalid")
+    assert "reserved by the extract contract" in v.message

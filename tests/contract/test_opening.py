@@ -168,3 +168,18 @@ def test_views_of_local_tables_are_never_executed(extract: Path, tmp_path: Path)
     report = check(extract)
     assert report.ok, report.to_text()
     assert {t.name: t.rows for t in report.tables}["orders"] == 3  # counted from data/orders.parquet
+
+
+def test_truncated_extract_that_cannot_even_be_opened(extract: Path) -> None:
+    db = extract / "extract.duckdb"
+    db.write_bytes(db.read_bytes()[: 3 * 4096])  # the headers survive, every block is gone
+    v = only(check(extract), "extract_unreadable")
+    assert "cannot open" in v.message and "read_only=True" in v.fix
+
+
+def test_truncated_extract_that_fails_while_reading(extract: Path) -> None:
+    db = extract / "extract.duckdb"
+    raw = db.read_bytes()
+    db.write_bytes(raw[: len(raw) * 3 // 8])  # the catalog opens, a later block read fails
+    v = only(check(extract), "extract_unreadable")
+    assert "reading extract.duckdb failed" in v.message and "close the connection" in v.fix

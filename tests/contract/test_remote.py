@@ -205,3 +205,84 @@ def test_secret_heuristics_spare_ordinary_names() -> None:
         assert not looks_like_secret(name), name
     for secret in SECRETS:
         assert looks_like_secret(secret) or not secret.replace("_", "").isalnum(), secret
+
+
+def test_missing_extension_is_one_violation_and_a_bad_one_another(remote_extract: Path) -> None:
+    run_sql(remote_extract, "UPDATE _remote_attach SET extension = 'postgres; DROP'")
+    v = only(check(remote_extract), "remote_attach_extension_invalid")
+    assert "'postgres'" in v.fix
+
+
+def test_url_secret_in_a_parameter_with_a_prefix(remote_extract: Path) -> None:
+    # `motherduck_token=` / `aws_secret_access_key=`: the SDK refused these, the validator missed them.
+    secret = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    run_sql(remote_extract, f"UPDATE _remote_attach SET url = 'md:shop?motherduck_token={secret}'")
+    report = check(remote_extract)
+    v = only(report, "url_contains_secret")
+    assert "motherduck_token=***" in v.message and secret not in report.to_text()
+
+
+def test_remote_view_that_cannot_be_parsed(remote_extract: Path) -> None:
+    # A view written with a raised max_expression_depth parses for its author but not for the pinned
+    # DuckDB's defaults (which the locked-down validator cannot change): its references cannot be checked.
+    con = duckdb.connect(str(remote_extract / "extract.duckdb"))
+    try:
+        con.execute("SET max_expression_depth = 100000")
+        con.execute("ATTACH ':memory:' AS pg")
+        con.execute("CREATE SCHEMA pg.public")
+        con.execute("CREATE TABLE pg.public.orders (id INTEGER, amount DOUBLE)")
+        deep = "id" + " + 1" * 1500
+        con.execute(f"CREATE OR REPLACE VIEW remote_orders AS SELECT {deep} AS id, amount FROM pg.public.orders")
+        con.execute("DETACH pg")
+    finally:
+        con.close()
+    v = only(check(remote_extract), "remote_view_unparseable")
+    assert v.table == "remote_orders" and "CREATE OR REPLACE VIEW" in v.fix
+
+
+def test_remote_attach_that_is_a_view(remote_extract: Path) -> None:
+    run_sql(
+        remote_extract,
+        "DROP TABLE _remote_attach",
+        "CREATE VIEW _remote_attach AS SELECT 'pg' AS alias, 'postgres' AS extension, NULL AS url, "
+        "NULL AS token_env",
+    )
+    v = only(check(remote_extract), "remote_attach_not_a_table")
+    assert v.table == "_remote_attach" and "remote_attach.sql" in v.fix
+
+
+def _add_view(extract: Path, name: str, select_sql: str) -> None:
+    con = duckdb.connect(str(extract / "extract.duckdb"))
+    try:
+        con.execute("ATTACH ':memory:' AS pg")
+        con.execute("CREATE SCHEMA pg.public")
+        con.execute("CREATE TABLE pg.public.secret_tbl (a INTEGER)")
+        con.execute(f"CREATE VIEW {name} AS {select_sql}")
+        con.execute("DETACH pg")
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    "select_sql",
+    [
+        "SELECT * FROM pg.public.secret_tbl",
+        "SELECT a FROM (SELECT * FROM pg.public.secret_tbl) s",
+        "WITH x AS (SELECT a FROM pg.public.secret_tbl) SELECT * FROM x",
+        "SELECT * FROM orders_local_helper JOIN pg.public.secret_tbl ON true",
+    ],
+    ids=["plain", "subquery", "cte", "join"],
+)
+def test_view_reading_a_remote_alias_without_meta_row(remote_extract: Path, select_sql: str) -> None:
+    if "orders_local_helper" in select_sql:
+        run_sql(remote_extract, "CREATE VIEW orders_local_helper AS SELECT 1 AS n")
+    _add_view(remote_extract, "forgotten", select_sql)
+    v = only(check(remote_extract), "view_without_meta")
+    assert v.table == "forgotten" and "'pg'" in v.message
+    assert "'remote'" in v.fix and "DROP VIEW" in v.fix
+
+
+def test_helper_views_not_touching_a_remote_alias_stay_allowed(remote_extract: Path) -> None:
+    run_sql(remote_extract, "CREATE VIEW helper AS SELECT 42 AS answer", "CREATE VIEW big_customers AS "
+            "SELECT * FROM customers WHERE id > 10")
+    assert check(remote_extract).ok

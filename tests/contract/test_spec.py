@@ -85,12 +85,20 @@ def test_name_rules() -> None:
 def test_reserved_names_include_duckdb_catalogs_and_keywords() -> None:
     for name in ("main", "system", "temp", "memory", "information_schema", "pg_catalog", "select", "order"):
         assert name in spec.RESERVED_SOURCE_NAMES, name
+    # design.md "Names": no DuckDB keyword at all except the unreserved ones (column_name keywords too).
+    con = duckdb.connect()
+    not_unreserved = {r[0] for r in con.execute(
+        "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category <> 'unreserved'").fetchall()}
+    assert spec.DUCKDB_RESERVED_KEYWORDS == frozenset(not_unreserved)
+    for name in ("values", "integer", "time", "row", "varchar"):
+        assert name in spec.RESERVED_SOURCE_NAMES, name
     # Unreserved keywords are the design's default source names and stay usable.
     for name in ("sample", "csv", "keboola", "jira", "postgres"):
         assert name not in spec.RESERVED_SOURCE_NAMES, name
-    # Every reserved keyword really is refused as an unquoted catalog name.
-    con = duckdb.connect()
-    for kw in sorted(spec.DUCKDB_RESERVED_KEYWORDS)[:20]:
+    # Every `reserved` keyword really is refused as an unquoted catalog name.
+    reserved = [r[0] for r in con.execute(
+        "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved' ORDER BY 1").fetchall()]
+    for kw in reserved[:20]:
         try:
             con.execute(f"ATTACH ':memory:' AS {kw}")
         except duckdb.Error:

@@ -9,15 +9,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from contract_tests.spec import META_SQL, REMOTE_ATTACH_SQL
 from contract_tests.validator import validate_extract
 
 from agnes.extract import ExtractWriter, utc_naive
-
-CONTRACT_META = (
-    "CREATE TABLE _meta (table_name VARCHAR NOT NULL, description VARCHAR, rows BIGINT, size_bytes BIGINT, "
-    "extracted_at TIMESTAMP, query_mode VARCHAR DEFAULT 'local');"
-)
-CONTRACT_REMOTE = "CREATE TABLE _remote_attach (alias VARCHAR, extension VARCHAR, url VARCHAR, token_env VARCHAR);"
 
 
 def _table(n: int = 5) -> pa.Table:
@@ -42,8 +37,9 @@ def test_meta_and_remote_attach_are_exactly_the_contract(tmp_path: Path) -> None
     with ExtractWriter(out) as w:
         w.add_arrow("orders", _table())
     ref = duckdb.connect()
-    ref.execute(CONTRACT_META)
-    ref.execute(CONTRACT_REMOTE)
+    # The frozen spec files themselves, not a copy of their DDL.
+    ref.execute(META_SQL.read_text(encoding="utf-8"))
+    ref.execute(REMOTE_ATTACH_SQL.read_text(encoding="utf-8"))
     con = duckdb.connect(str(out / "extract.duckdb"), read_only=True)
     q = "SELECT table_name, sql FROM duckdb_tables() WHERE table_name IN ('_meta', '_remote_attach') ORDER BY 1"
     assert con.execute(q).fetchall() == ref.execute(q).fetchall()

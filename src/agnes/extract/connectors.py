@@ -139,6 +139,13 @@ def check_requirements(info: ConnectorInfo) -> str | None:
     problems, specs = requirement_problems(info.requirements.read_text(encoding="utf-8", errors="replace"))
     if not problems:
         return None
+    if not specs:  # only pip option lines (-r, --index-url, -e): nothing to name in a pip install
+        return (
+            f"connector {info.name!r} has a requirements.txt Agnes cannot check: {'; '.join(problems)}. "
+            f"List each package as a plain requirement line instead (e.g. `requests==2.32.3`, one per line) in "
+            f"{info.requirements}, install those packages into the Agnes image (a Dockerfile `FROM` the Agnes image "
+            f"with `RUN pip install <package>==<version>`), or delete the option lines if nothing is needed"
+        )
     quoted = " ".join(f"'{s}'" for s in specs)
     return (
         f"connector {info.name!r} needs packages that are not installed: {'; '.join(problems)}. "

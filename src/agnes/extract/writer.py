@@ -22,17 +22,15 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from contract_tests.checks.remote import view_query, view_refs
+from contract_tests.spec import META_SQL, REMOTE_ATTACH_SQL
 
 from agnes.extract.names import check_remote_attach, validate_table_name
 
 # The frozen contract (design.md "The extract contract"); changing it is BREAKING.
-META_DDL = (
-    "CREATE TABLE _meta (table_name VARCHAR NOT NULL, description VARCHAR, rows BIGINT, "
-    "size_bytes BIGINT, extracted_at TIMESTAMP, query_mode VARCHAR DEFAULT 'local');"
-)
-REMOTE_ATTACH_DDL = (
-    "CREATE TABLE _remote_attach (alias VARCHAR, extension VARCHAR, url VARCHAR, token_env VARCHAR);"
-)
+# The DDL is the spec files of contract_tests verbatim, never a copy of them.
+META_DDL = META_SQL.read_text(encoding="utf-8")
+REMOTE_ATTACH_DDL = REMOTE_ATTACH_SQL.read_text(encoding="utf-8")
 _OTHER_DBS = (
     "SELECT database_name FROM duckdb_databases() "
     "WHERE NOT internal AND database_name <> current_database()"
@@ -247,9 +245,29 @@ class ExtractWriter:
                 f"it is created, so ATTACH first: w.con.execute(\"ATTACH '<url>' AS {alias} (TYPE {ext})\")"
             )
         self.con.execute(f'CREATE VIEW "{name}" AS {select_sql}')
+        self._check_remote_view(name)
         info = TableInfo(name, description, None, None, at, "remote", None)
         self._tables[name] = info
         return info
+
+    def _check_remote_view(self, name: str) -> None:
+        """The validator's rule, applied now: a remote view reads only declared aliases."""
+        sql = self.con.execute(
+            "SELECT sql FROM duckdb_views() WHERE database_name = current_database() AND view_name = ?", [name]
+        ).fetchone()[0]
+        ast = view_query(self.con, sql)
+        if ast is None:
+            self.con.execute(f'DROP VIEW "{name}"')
+            raise ValueError(f"table {name!r}: the SQL of the view cannot be parsed back by DuckDB, so its "
+                             "references cannot be checked; simplify select_sql")
+        bad = [r.shown for r in view_refs(ast) if not (r.kind == "table" and r.alias in self._attach)]
+        if bad:
+            self.con.execute(f'DROP VIEW "{name}"')
+            raise ValueError(
+                f"table {name!r}: the view reads {', '.join(dict.fromkeys(bad))}; a remote view may read only "
+                f"from declared aliases ({', '.join(sorted(self._attach))}) as <alias>.<schema>.<table> — declare "
+                "the alias with declare_remote_attach(...) or use add_arrow/add_relation for local data"
+            )
 
     def close(self) -> None:
         """Write `_meta` + `_remote_attach`, checkpoint and close. Idempotent."""
