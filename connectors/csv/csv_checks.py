@@ -83,6 +83,13 @@ def precheck(path: Path) -> Dialect:
     seen: dict[str, int] = {}
     for i, col in enumerate(header, 1):
         key = col.strip().lower()
+        if not key:  # DuckDB would silently call it column<N>
+            last = " (the last one: a trailing delimiter?)" if i == len(header) and i > 1 else ""
+            raise CsvProblem(
+                f"{name}: line 1: column {i} of {len(header)}{last} has an empty name in the header "
+                f"(delimiter: {_delim_name(delimiter)}); give every column a name in the first line "
+                f"(e.g. column_{i}) or remove the extra delimiter"
+            )
         if key in seen:
             raise CsvProblem(
                 f"{name}: line 1: duplicate column name {col.strip()!r} in the header (columns {seen[key]} "

@@ -34,11 +34,22 @@ def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def add_csv(w: ExtractWriter, table: str, path: Path) -> None:
-    """Write one CSV file as `table`; raise CsvProblem with a precise message on a bad file."""
+def uploaded_name(files_dir: Path, table: str) -> str | None:
+    """The name the file of `table` was uploaded under (Agnes keeps it in `.<table>.name`), if any."""
+    try:
+        return (files_dir / f".{table}.name").read_text("utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def add_csv(w: ExtractWriter, table: str, path: Path, shown: str | None = None) -> None:
+    """Write one CSV file as `table`; raise CsvProblem with a precise message on a bad file.
+
+    `shown`: the file's original name for the description (default: its name in the folder).
+    """
     dialect = precheck(path)
     extracted_at = datetime.fromtimestamp(path.stat().st_mtime, UTC)  # the upload is when the data was taken
-    description = f"CSV file {path.name}"
+    description = f"CSV file {shown or path.name}"
     con = duckdb.connect()
     try:
         try:
@@ -105,7 +116,7 @@ def main() -> int:
         for table, path in tables.items():
             emit("table_started", table=table, file=path.name)
             try:
-                add_csv(w, table, path)
+                add_csv(w, table, path, uploaded_name(Path(files_dir), table))
                 done += 1
             except (CsvProblem, duckdb.Error, OSError) as e:
                 error = str(e) if isinstance(e, CsvProblem) else f"{path.name}: {_first_line(e)}"

@@ -73,6 +73,13 @@ async def test_bad_bodies_are_explained_and_store_nothing(client, admin_token, a
         ({"data_source": "sample", "schedule": "every day"}, 400, "invalid_schedule", "0 3 * * *"),
         ({"data_source": "sample", "schedule": "0 3 * * * *"}, 400, "invalid_schedule", "five cron fields"),
         ({"data_source": "sample", "schedule": "0 0 31 2 *"}, 400, "invalid_schedule", "UTC"),
+        # croniter's non-standard fields: random, hashed, last day, nth weekday, '?'
+        ({"data_source": "sample", "schedule": "R 3 * * *"}, 400, "invalid_schedule", "five cron fields"),
+        ({"data_source": "sample", "schedule": "0 H * * *"}, 400, "invalid_schedule", "five cron fields"),
+        ({"data_source": "sample", "schedule": "0 3 L * *"}, 400, "invalid_schedule", "five cron fields"),
+        ({"data_source": "sample", "schedule": "0 3 * * 1#2"}, 400, "invalid_schedule", "five cron fields"),
+        ({"data_source": "sample", "schedule": "0 3 ? * *"}, 400, "invalid_schedule", "five cron fields"),
+        ({"data_source": "sample", "schedule": "0 3 * mon *"}, 400, "invalid_schedule", "five cron fields"),
         ({"data_source": "sample", "visible_to_all": "yes"}, 400, "invalid_option", "true"),
     ]
     for body, status, code, in_text in cases:
@@ -235,3 +242,57 @@ async def test_inbox_sources_are_registered_once_and_not_exported(client, admin_
     assert clash.status_code == 409 and clash.json()["error"]["code"] == "source_type_conflict"
     found = (await client.post("/api/admin/discover-and-register?source=partner", headers=h)).json()["sources"][0]
     assert found["registered"] == [] and found["error"] is None
+
+
+async def _sync(client, h, body):
+    from tests.serving_helpers import wait_job
+
+    resp = await client.post("/api/sync/trigger", json=body, headers=h)
+    assert resp.status_code == 200, resp.text
+    return await wait_job(client, h, resp.json()["job_id"])
+
+
+async def test_each_source_shows_its_own_outcome_and_a_recreated_source_starts_afresh(
+        client, admin_token, auth, data_dir):
+    h = auth(admin_token)
+    await configure(client, h, {"data_source": "sample"})
+    await configure(client, h, {"data_source": "csv"})
+    (data_dir / "uploads" / "csv" / "broken.csv").write_bytes(b"")  # staged by hand: an upload would refuse it
+    job = await _sync(client, h, {})
+    assert job["status"] == "partial" and sorted(job["sources"]) == ["csv", "sample"]
+    by_name = {s["name"]: s for s in (await client.get("/api/admin/sources", headers=h)).json()["items"]}
+    sample, csv = by_name["sample"], by_name["csv"]
+    assert (sample["status"], sample["last_sync"]["status"], sample["last_sync"]["error"]) == (
+        "succeeded", "succeeded", None)
+    assert sample["last_sync"]["job_id"] == job["id"] and sample["last_sync"]["finished_at"]
+    assert (csv["status"], csv["last_sync"]["status"]) == ("failed", "failed")
+    assert "broken.csv" in csv["last_sync"]["error"] and "sample" not in csv["last_sync"]["error"]
+
+    assert (await client.delete("/api/admin/sources/csv?confirm=csv", headers=h)).status_code == 204
+    again = await configure(client, h, {"data_source": "csv"})
+    assert (again["status"], again["last_sync"]) == ("never_synced", None)
+    shown = (await client.get("/api/admin/sources/csv", headers=h)).json()
+    assert (shown["status"], shown["last_sync"]) == ("never_synced", None)
+
+
+async def test_deleting_a_source_whose_sync_failed_makes_health_healthy_again(client, admin_token, auth, data_dir):
+    h = auth(admin_token)
+    await configure(client, h, {"data_source": "csv", "name": "broken"})
+    (data_dir / "uploads" / "broken" / "bad.csv").write_bytes(b"")  # every table fails: the connector exits 1
+    assert (await _sync(client, h, {"source": "broken"}))["status"] == "failed"
+    health = (await client.get("/api/health")).json()
+    assert health["status"] == "degraded" and [e["source"] for e in health["errors"]] == ["broken"]
+    assert (await client.delete("/api/admin/sources/broken?confirm=broken", headers=h)).status_code == 204
+    health = (await client.get("/api/health")).json()
+    assert health["status"] == "healthy" and health["errors"] == [], health
+
+
+async def test_csv_check_fails_when_the_upload_folder_is_not_writable(client, admin_token, auth, data_dir):
+    h = auth(admin_token)
+    uploads = data_dir / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    (uploads / "sales").write_text("a file where the folder should be")  # chmod means nothing to root
+    err = (await configure(client, h, {"data_source": "csv", "name": "sales"}, status=400))["error"]
+    assert err["code"] == "source_check_failed" and "is not writable" in err["message"]
+    assert "DATA_DIR" in err["hint"]
+    assert (await client.get("/api/admin/sources/sales", headers=h)).status_code == 404  # nothing stored

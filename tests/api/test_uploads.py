@@ -8,6 +8,7 @@ from litestar.testing import AsyncTestClient
 from agnes.app import create_app
 from tests.api.source_helpers import audit_rows
 from tests.conftest import bootstrap
+from tests.serving_helpers import wait_job, wait_served
 
 BAD_FILES = [
     ("empty.csv", b"", "empty.csv: the file is empty"),
@@ -19,6 +20,10 @@ BAD_FILES = [
     ("dupes.csv", b"id,Name,name\n1,a,b\n", "dupes.csv: line 1: duplicate column name 'name'"),
     ("ragged.csv", b"a,b,c\n1,2,3\n4,5\n6,7,8\n", "ragged.csv: line 3: 2 fields but the header has 3"),
     ("quote.csv", b'a,b\n1,"open\n2,3\n', "quote.csv: line 2: a quoted field"),
+    # DuckDB would silently call an unnamed column `column1`
+    ("no_name.csv", b"a,,b\n1,2,3\n", "no_name.csv: line 1: column 2 of 3 has an empty name in the header"),
+    ("trailing.csv", b"a;b;\n1;2;3\n", "trailing.csv: line 1: column 3 of 3 (the last one: a trailing delimiter?) "
+                                        "has an empty name"),
 ]
 
 
@@ -78,8 +83,28 @@ async def test_reupload_replaces_atomically(client, h, data_dir):
     second = await upload(client, h, "Customers.CSV", b"id,name\n1,Ada\n2,Alan\n")
     assert second.status_code == 201 and second.json()["replaced"] is True and second.json()["rows"] == 2
     folder = data_dir / "uploads" / "csv"
-    assert [p.name for p in folder.iterdir()] == ["customers.csv"]  # no temp files left
+    assert sorted(p.name for p in folder.iterdir()) == [".customers.name", ".lock", "customers.csv"]  # no temp files
     assert (folder / "customers.csv").read_bytes() == b"id,name\n1,Ada\n2,Alan\n"
+    assert (folder / ".customers.name").read_text() == "Customers.CSV\n"  # the name it was uploaded under
+
+
+async def test_a_different_name_for_the_same_table_is_reported_and_the_original_name_kept(client, h, app, data_dir):
+    first = (await upload(client, h, "Sales 2024.csv", b"id,total\n1,10\n")).json()
+    assert (first["table"], first["original_name"], first["replaced"], first["warnings"]) == (
+        "sales_2024", "Sales 2024.csv", False, [])
+    same = (await upload(client, h, "Sales 2024.csv", b"id,total\n1,11\n")).json()
+    assert same["replaced"] is True and same["warnings"] == []  # the same file again: nothing to report
+    other = (await upload(client, h, "sales-2024.csv", b"id,total\n9,99\n")).json()
+    assert other["replaced"] is True and len(other["warnings"]) == 1
+    warning = other["warnings"][0]
+    assert "'sales-2024.csv' replaced the file uploaded earlier as 'Sales 2024.csv'" in warning
+    assert "'sales_2024'" in warning and "rename one file" in warning
+    assert '"replaced_file":"Sales 2024.csv"' in [d for _, d in await audit_rows(app, "csv_")][-1]
+    # the registry's native id and description are the name the published file was uploaded under
+    job = (await client.post("/api/sync/trigger", json={"source": "csv"}, headers=h)).json()
+    assert (await wait_job(client, h, job["job_id"]))["status"] == "succeeded"
+    table = (await client.get("/api/admin/tables/csv.sales_2024", headers=h)).json()
+    assert (table["native_id"], table["description"]) == ("sales-2024.csv", "CSV file sales-2024.csv")
 
 
 async def test_late_type_change_and_header_only_files_are_fine(client, h):
@@ -122,3 +147,26 @@ async def test_too_large_upload_is_413_with_a_hint(make_settings, data_dir):
         assert not any((data_dir / "uploads" / "csv").iterdir())
         small = await upload(client, h, "small.csv", b"id\n1\n")
         assert small.status_code == 201
+
+
+async def test_a_reupload_changes_what_queries_see_only_at_the_next_sync(client, h):
+    async def rows():
+        resp = await client.post("/api/query", json={"sql": "SELECT id, total FROM csv.orders ORDER BY id"},
+                                 headers=h)
+        assert resp.status_code == 200, resp.text
+        return resp.json()["rows"]
+
+    async def sync():
+        job = (await client.post("/api/sync/trigger", json={"source": "csv"}, headers=h)).json()
+        assert (await wait_job(client, h, job["job_id"]))["status"] == "succeeded"
+        await wait_served(client, {"csv.orders"})  # forces the serving catalog to pick up the publication
+
+    assert (await upload(client, h, "orders.csv", b"id,total\n1,10\n2,20\n")).status_code == 201
+    await sync()
+    assert await rows() == [[1, 10], [2, 20]]
+    replaced = await upload(client, h, "orders.csv", b"id,total\n3,30\n")
+    assert replaced.status_code == 201 and replaced.json()["replaced"] is True
+    await wait_served(client, {"csv.orders"})  # a refresh now would show new data if anything was published
+    assert await rows() == [[1, 10], [2, 20]]  # staged, not published
+    await sync()
+    assert await rows() == [[3, 30]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import duckdb
@@ -63,6 +64,9 @@ BAD_FILES: list[tuple[str, bytes, list[str]]] = [
     ("sheet.csv", b"PK\x03\x04\x14\x00\x06\x00rest-of-zip", ["sheet.csv", "binary file", "Excel .xlsx", "as CSV"]),
     ("dups.csv", b"id,Name,name\n1,a,b\n", ["dups.csv", "line 1", "duplicate column name 'name'", "columns 2 and 3"]),
     ("unclosed.csv", b'a,b\n1,"open\n2,3\n', ["unclosed.csv", "line 2", "never closed"]),
+    ("unnamed.csv", b"a,,b\n1,2,3\n", ["unnamed.csv", "line 1", "column 2 of 3 has an empty name",
+                                        "give every column a name"]),
+    ("trailing.csv", b"a,b,\n1,2,3\n", ["trailing.csv", "line 1", "column 3 of 3", "trailing delimiter"]),
 ]
 
 
@@ -151,3 +155,34 @@ async def test_no_row_is_silently_dropped(tmp_path: Path) -> None:
     assert result.tables_done["hashes"]["rows"] == 3 and result.tables_done["blank_lines"]["rows"] == 2
     codes = duckdb.sql(f"SELECT code FROM '{tmp_path}/out/data/hashes.parquet' ORDER BY qty").fetchall()
     assert codes == [("#1",), ("#2",), ("A3",)]
+
+
+async def test_the_connector_reads_a_snapshot_an_upload_cannot_change(tmp_path: Path) -> None:
+    """A sync reads hard links taken before the run: a file replaced meanwhile (as an upload does) is not mixed in."""
+    from agnes.services.source_files import connector_inputs
+    from agnes.services.sources import RunSpec
+
+    uploads = tmp_path / "uploads" / "csv"
+    uploads.mkdir(parents=True)
+    _write(uploads, "orders.csv", b"id,total\n1,10\n2,20\n")
+    (uploads / ".orders.name").write_text("Orders.csv\n")
+    info = find_connector("csv", builtin_dir=BUILTIN, custom_dir=None)
+    spec = RunSpec(source="csv", type="csv", connector=info, config={"files_dir": str(uploads)}, secrets_env={},
+                   tables=None, extracts_all=True, state_dir=tmp_path / "state")
+    async with connector_inputs(spec) as inputs:
+        snapshot = Path(inputs.config["files_dir"])
+        assert snapshot.parent == uploads and snapshot.name.startswith(".run-")
+        replacement = uploads / ".upload-new.csv"  # what an upload does: a new file renamed over the old name
+        replacement.write_bytes(b"id,total,extra\n9,90,x\n")
+        replacement.replace(uploads / "orders.csv")
+        (uploads / "late.csv").write_bytes(b"a\n1\n")  # and a new file arriving mid-run
+        result = await run_connector(info, tmp_path / "out", config=inputs.config, secrets={}, timeout=120)
+    assert result.status == "succeeded", result.error
+    assert set(result.tables_done) == {"orders"}
+    rows = duckdb.sql(f"SELECT * FROM '{tmp_path}/out/data/orders.parquet' ORDER BY id").fetchall()
+    assert rows == [(1, 10), (2, 20)]
+    con = duckdb.connect(str(tmp_path / "out/extract.duckdb"), read_only=True)
+    assert con.execute("SELECT description FROM _meta").fetchall() == [("CSV file Orders.csv",)]
+    con.close()
+    assert not await asyncio.to_thread(snapshot.exists)  # removed after the run; the upload folder has the new file
+    assert (uploads / "orders.csv").read_bytes().startswith(b"id,total,extra")

@@ -231,3 +231,32 @@ async def tables_of(conn: aiosqlite.Connection, job_ids: list[int]) -> dict[int,
         row["warnings"] = msgspec.json.decode(row["warnings"]) if row["warnings"] else []
         found.setdefault(row["job_id"], []).append(JobTableRecord(**row))
     return found
+
+
+# --- per-source outcomes ----------------------------------------------------------------
+
+SOURCE_STATUSES = ("succeeded", "partial", "failed", "cancelled", "skipped")
+
+
+async def set_source(conn: aiosqlite.Connection, job_id: int, source: str, status: str, error: str | None) -> None:
+    """Record one source's own outcome in a job (the job's status sums up all of them)."""
+    assert status in SOURCE_STATUSES
+    await change(
+        conn,
+        "INSERT INTO job_sources (job_id, source, status, error) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (job_id, source) DO UPDATE SET status = excluded.status, error = excluded.error",
+        (job_id, source, status, error),
+    )
+
+
+async def sources_of(conn: aiosqlite.Connection, job_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
+    """job id -> source -> {status, error} for the sources whose outcome was recorded."""
+    if not job_ids:
+        return {}
+    marks = ", ".join("?" for _ in job_ids)
+    rows = await many(conn, f"SELECT job_id, source, status, error FROM job_sources WHERE job_id IN ({marks}) "
+                      "ORDER BY job_id, source", job_ids)
+    found: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        found.setdefault(row["job_id"], {})[row["source"]] = {"status": row["status"], "error": row["error"]}
+    return found

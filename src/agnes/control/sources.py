@@ -82,7 +82,8 @@ async def clear_auto_discover(conn: aiosqlite.Connection, name: str) -> None:
 
 
 async def delete(conn: aiosqlite.Connection, name: str) -> int:
-    """Delete the source; secrets, registry rows and its publication cascade."""
+    """Delete the source; secrets, registry rows and its publication cascade; its job outcomes go too."""
+    await change(conn, "DELETE FROM job_sources WHERE source = ?", (name,))
     return await change(conn, "DELETE FROM sources WHERE name = ?", (name,))
 
 
@@ -134,11 +135,22 @@ async def active_jobs(conn: aiosqlite.Connection, name: str) -> list[int]:
 
 
 async def last_job(conn: aiosqlite.Connection, name: str) -> dict[str, Any] | None:
+    """The newest job that ran (or will run) this source, with this source's own outcome.
+
+    `status`/`error` are the source's (job_sources) once its outcome is recorded, else the job's
+    (queued, running, or failed by recovery). Jobs that skipped it do not count, and neither do
+    jobs older than the source: one deleted and created again starts as never_synced.
+    """
     return await one(
         conn,
-        "SELECT id, status, created_at, started_at, finished_at, error FROM jobs"
-        " WHERE EXISTS (SELECT 1 FROM json_each(jobs.sources) WHERE value = ?) ORDER BY id DESC LIMIT 1",
-        (name,),
+        "SELECT j.id, coalesce(s.status, j.status) AS status, j.created_at, j.started_at, j.finished_at,"
+        " CASE WHEN s.status IS NULL THEN j.error ELSE s.error END AS error"
+        " FROM jobs j LEFT JOIN job_sources s ON s.job_id = j.id AND s.source = ?"
+        " WHERE EXISTS (SELECT 1 FROM json_each(j.sources) WHERE value = ?)"
+        " AND j.created_at >= (SELECT created_at FROM sources WHERE name = ?)"
+        " AND (s.status IS NULL OR s.status != 'skipped')"
+        " ORDER BY j.id DESC LIMIT 1",
+        (name, name, name),
     )
 
 

@@ -67,12 +67,39 @@ def check_name(name: Any) -> str:
     return name
 
 
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _standard_cron(expr: str) -> bool:
+    """Five standard cron fields: digits, `*`, `,`, `-`, `/`, and month/day-of-week names only.
+
+    croniter also takes non-standard fields (`R` random, `H` hashed, `L`, `#`, a sixth field);
+    a schedule must mean the same to every cron reader, so those are refused.
+    """
+    fields = expr.split(" ")
+    if len(fields) != 5:
+        return False
+    names: list[tuple[str, ...]] = [(), (), (), _MONTHS, _DAYS]
+    for field_, allowed in zip(fields, names, strict=True):
+        for part in field_.split(","):
+            step_parts = part.split("/")
+            if len(step_parts) > 2 or (len(step_parts) == 2 and not step_parts[1].isdigit()):
+                return False
+            bounds = step_parts[0].split("-")
+            if len(bounds) > 2 or ("*" in bounds and bounds != ["*"]):
+                return False
+            if not all(b == "*" or b.isdigit() or b.lower() in allowed for b in bounds):
+                return False
+    return True
+
+
 def check_schedule(value: Any) -> str | None:
     """A cron expression (5 fields or @daily-style, UTC) normalised, or None for manual only."""
     if value is None:
         return None
     expr = " ".join(value.split()) if isinstance(value, str) else ""
-    fields_ok = expr in CRON_MACROS or len(expr.split(" ")) == 5
+    fields_ok = expr in CRON_MACROS or _standard_cron(expr)
     if not expr or not fields_ok or not croniter.is_valid(expr):
         raise AgnesError("invalid_schedule", f"schedule {value!r} is not a valid 5-field cron expression.",
                          hint=SCHEDULE_HINT)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from agnes.control import audit, grants, kv, publications
+from agnes.control import audit, grants, health_errors, kv, publications
 from agnes.control import sources as sources_repo
 from agnes.control import tables as tables_repo
 from agnes.errors import AgnesError
@@ -42,6 +41,7 @@ from agnes.models import User
 from agnes.security.encryption import MASK, mask
 from agnes.services.config_export import write_export
 from agnes.services.instance import Instance
+from agnes.services.source_files import remove_files, source_state_dir
 from agnes.services.source_options import Secrets, check_schedule, merge_options, merge_secrets, next_run, parse_body
 from agnes.services.source_types import Column, DiscoveredTable, SourceContext, get_type, type_of
 
@@ -98,11 +98,6 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
 class ConfiguredSource(Source, frozen=True, kw_only=True):
     created: bool
     changed: list[str]
-
-
-def source_state_dir(instance: Instance, name: str) -> Path:
-    """The connector's AGNES_STATE_DIR for this source (kept between runs, removed with the source)."""
-    return instance.settings.state_dir / "connectors" / name
 
 
 async def _stored_secrets(instance: Instance, conn: aiosqlite.Connection, name: str) -> Secrets:
@@ -291,25 +286,15 @@ async def delete_source(instance: Instance, actor: User, name: str, *, confirm: 
         # A later source of the same name starts afresh: its tables are not "unregistered while restricted".
         await kv.delete_prefix(conn, f"{kv.UNREGISTERED_RESTRICTED}{name}.")
         await sources_repo.delete(conn, name)
+        # Its failed syncs say nothing about the instance any more: health must not stay degraded.
+        await health_errors.resolve(conn, source=name)
         await audit.record(conn, action="source_deleted", target=f"source:{name}", ip=ip, **_actor(actor, "api"),
                            detail={"type": row["type"], "tables": tables, "grants": removed_grants})
         await write_export(conn, instance.settings)
-    await asyncio.to_thread(_remove_files, instance, name)
+    await asyncio.to_thread(remove_files, instance, name)
     async with instance.control.transaction() as conn:
         # Only now: a serving process that sees the counter move must find the runs gone.
         await publications.bump(conn)  # serving processes drop the removed source
-
-
-def _remove_files(instance: Instance, name: str) -> None:
-    """After the commit: a leftover folder is logged, never a reason to undo the delete."""
-    try:
-        from agnes.engine.publish import remove_source
-
-        remove_source(instance.settings.extracts_dir, name)
-    except Exception:
-        log.exception("source %s deleted, but its published runs could not be removed", name)
-    for folder in (instance.settings.uploads_dir / name, source_state_dir(instance, name)):
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def ensure_external_source(instance: Instance, name: str) -> bool:
@@ -350,6 +335,16 @@ async def connector_run_spec(instance: Instance, source_name: str, tables: list[
                    state_dir=source_state_dir(instance, source_name))
 
 
+async def _uploaded_names(instance: Instance, source: str) -> dict[str, str]:
+    from agnes.services.uploads import original_names
+
+    async with instance.control.read() as conn:
+        row = await sources_repo.get(conn, source)
+    if row is None or row["type"] != "csv":
+        return {}
+    return await asyncio.to_thread(original_names, instance.settings.uploads_dir / source)
+
+
 def _as_discovered(table: Any) -> DiscoveredTable:
     """A DiscoveredTable from a DiscoveredTable, a mapping or any object with those attributes."""
     if isinstance(table, DiscoveredTable):
@@ -377,12 +372,15 @@ async def register_published_tables(instance: Instance, source: str, tables: Seq
     from agnes.services.registry import register_tables
 
     published = await asyncio.to_thread(published_tables, instance.settings.extracts_dir, source)
+    uploaded = await _uploaded_names(instance, source)
     found = []
     for given in map(_as_discovered, tables):
         seen = published.get(given.name)
         if seen is not None:
             given = msgspec.structs.replace(given, columns=given.columns or seen.columns,
                                             description=given.description or seen.description)
+        if given.native_id is None and given.name in uploaded:  # csv: the name the file was uploaded under
+            given = msgspec.structs.replace(given, native_id=uploaded[given.name])
         found.append(given)
     return await register_tables(instance, source, found, actor_name="sync")
 
