@@ -32,6 +32,12 @@ async def wait_job(client: AsyncTestClient[Any], headers: dict[str, str], job_id
     raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
+async def on_app(client: AsyncTestClient[Any], fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Await `fn(*args, **kwargs)` on the app's own event loop (the test client's portal thread): jobs it
+    starts and locks it takes then belong to the app, as in a real server, not to the test's loop."""
+    return await asyncio.to_thread(client.blocking_portal.call, functools.partial(fn, *args, **kwargs))
+
+
 async def wait_served(client: AsyncTestClient[Any], table_ids: set[str], seconds: float = 30) -> None:
     serving = client.app.state.instance.serving
     loop = asyncio.get_running_loop()

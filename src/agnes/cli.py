@@ -26,9 +26,12 @@ users_app = typer.Typer(help="Server-side user administration (run where the dat
                         no_args_is_help=True)
 secrets_app = typer.Typer(help="Instance secrets.", no_args_is_help=True)
 contract_app = typer.Typer(help="The extract contract every connector must meet.", no_args_is_help=True)
+sources_app = typer.Typer(help="Server-side source administration (run where the data directory is).",
+                          no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(contract_app, name="contract")
+app.add_typer(sources_app, name="sources")
 register_client_commands(app)  # login, catalog, pull, query (analyst side, HTTP only)
 register_release_commands(app)  # release next-version|changelog|manifest, smoke (CI/CD)
 register_dev_commands(app)  # dev keboola-server (local stand-ins for demos and tests)
@@ -208,16 +211,40 @@ def reset_encryption_key(
     out.print("The encryption key fingerprint was reset; start Agnes and re-enter source credentials.")
 
 
+@sources_app.command("rollback")
+def sources_rollback(name: Annotated[str, typer.Argument(help="The source's name.")]) -> None:
+    """Serve the source's previous run again (a second rollback goes forward again)."""
+    from agnes.services.instance import start_instance
+    from agnes.services.rollback import rollback_source
+
+    settings = _load_settings()
+
+    async def rollback() -> tuple[str, str | None, int]:
+        instance = await start_instance(settings, serve=False)
+        try:
+            pub = await rollback_source(instance, name)
+            return pub.run_id, pub.previous_run_id, pub.serial
+        finally:
+            await instance.close()
+
+    run_id, previous, serial = _run(rollback)
+    out.print(f"Source {name} now serves run {run_id} (publication {serial}); it rolled back from {previous}. "
+              "Running servers pick it up within a second.")
+
+
 @contract_app.command("check")
 def contract_check(
     path: Annotated[str, typer.Argument(help="Extract folder (with extract.duckdb and data/) or the .duckdb file.")],
     source: Annotated[str | None, typer.Option("--source", help="Also check this source name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Skip reading every data page (the sync never skips it).")]
+    = False,
 ) -> None:
     """Validate an extract folder against the frozen contract (exit 0 ok, 1 violations, 2 usage)."""
     from contract_tests import main as contract_main
 
-    args = [path, *(["--source", source] if source else []), *(["--json"] if as_json else [])]
+    args = [path, *(["--source", source] if source else []), *(["--json"] if as_json else []),
+            *(["--quick"] if quick else [])]
     raise typer.Exit(contract_main(args))
 
 

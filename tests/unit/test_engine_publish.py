@@ -78,16 +78,21 @@ def test_prune_never_deletes_current_or_previous_even_if_ids_are_older(tmp_path:
     assert (tmp_path / "crm" / "runs" / late.previous_run_id).is_dir()
 
 
-def test_rollback_swaps_current_and_previous(tmp_path: Path) -> None:
+def test_point_at_follows_the_record_and_repairs_pointers(tmp_path: Path) -> None:
     first = pub.publish(tmp_path, "crm", _stage(tmp_path, "crm", "1"))
-    with pytest.raises(pub.PublishError, match="no previous run"):
-        pub.rollback(tmp_path, "crm")
     second = pub.publish(tmp_path, "crm", _stage(tmp_path, "crm", "2"))
-    back = pub.rollback(tmp_path, "crm")
-    assert back.run_id == first.run_id and back.previous_run_id == second.run_id
+    folder = tmp_path / "crm"
+    pub._switch(folder, "previous", second.run_id)  # a kill between the two switches: previous == current
+    assert pub.point_at(tmp_path, "crm", second.run_id, first.run_id) is True
+    assert (os.readlink(folder / "current"), os.readlink(folder / "previous")) == (
+        f"runs/{second.run_id}", f"runs/{first.run_id}")
+    assert pub.point_at(tmp_path, "crm", second.run_id, first.run_id) is False  # idempotent
+    assert pub.point_at(tmp_path, "crm", first.run_id, second.run_id) is True  # what a rollback records
     assert (pub.current_run(tmp_path, "crm") / "extract.duckdb").read_text() == "1"
-    pub.rollback(tmp_path, "crm")  # and forward again
-    assert (pub.current_run(tmp_path, "crm") / "extract.duckdb").read_text() == "2"
+    with pytest.raises(pub.PublishError, match="missing on disk"):
+        pub.point_at(tmp_path, "crm", pub.new_run_id(), None)
+    installed = pub.install_run(tmp_path, "crm", _stage(tmp_path, "crm", "3"))  # not pointed at: not current
+    assert pub.current_run(tmp_path, "crm").name == first.run_id and installed.is_dir()
 
 
 def test_remove_source(tmp_path: Path) -> None:

@@ -106,7 +106,9 @@ def _attach_remote(gen: Generation, spec: RemoteSpec, environ: Mapping[str, str]
         gen.detach(spec.catalog_alias)  # also drops its secret
         if isinstance(exc, duckdb.PermissionException):
             raise NeedsRebuild(spec.extension) from exc
-        raise RemoteError(f"cannot attach remote alias {spec.alias!r} ({spec.extension}): {exc}") from exc
+        where = (f"; check the secret in the server's environment variable {spec.token_env} (the extract's "
+                 "token_env) and that the remote is reachable") if spec.token_env else ""
+        raise RemoteError(f"cannot attach remote alias {spec.alias!r} ({spec.extension}): {exc}{where}") from exc
     gen.remote_attached[spec.catalog_alias] = spec
 
 

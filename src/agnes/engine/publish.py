@@ -1,17 +1,29 @@
-"""Atomic publishing of extract runs: immutable run folders + a symlink pointer.
+"""Atomic publishing of extract runs: immutable run folders + pointers that follow the control plane.
 
 Layout under `$DATA_DIR/extracts/<source>/`:
 
     staging/<run_id>/        a connector writes here (locked by its writer)
     staging/<run_id>.lock    flock held while the staging folder is alive
-    runs/<run_id>/           immutable once published (extract.duckdb + data/)
-    current  -> runs/<id>    what is served; switched with os.replace (atomic)
-    previous -> runs/<id>    kept for rollback; never pruned
+    runs/<run_id>/           immutable once installed (extract.duckdb + data/)
+    current  -> runs/<id>    mirrors the control plane's recorded run (a cache for humans/tools)
+    previous -> runs/<id>    mirrors the recorded previous run (kept for `agnes sources rollback`; never pruned)
+    .sync.lock               held by a sync (jobs/sync.py) from staging to the pointer switch
+    .lock                    held while runs/ or the pointers change (install, point, remove)
+
+The commit point of a publication is the control plane's `publications` row
+(written with the counter bump in ONE transaction), not a file: a sync
+1. installs the validated staging folder as `runs/<id>` (`install_run`, one rename),
+2. records it in the control plane (jobs/sync.py),
+3. points `current`/`previous` at the recorded runs (`point_at`).
+A kill before 2 leaves an unrecorded run that nobody serves (removed at start-up
+by `reconcile`); a kill after 2 leaves pointers that lag behind, which recovery
+and the next sync re-point. Serving attaches `runs/<publications.run_id>`
+(`recorded_runs`), never whatever `current` says.
 
 Why symlinks: `rename(2)` of a symlink over another is atomic on POSIX, so a
 reader resolving `current` sees the old run or the new one, never a
-half-written folder, and a killed sync leaves the old pointer in place.
-No DuckDB here on purpose: workers publish, only the serving process attaches.
+half-written folder. No DuckDB here on purpose: workers publish, only the
+serving process attaches.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 RESERVED_SOURCES = frozenset({"main", "system", "temp", "memory", "information_schema", "pg_catalog"})
 RUN_ID_RE = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
 KEEP_RUNS = 2
+SYNC_LOCK = ".sync.lock"  # jobs/sync.py holds it from staging to point_at; recovery only acts when it is free
 _TMP_LINK = ".tmp-link-"
 _TRASH = ".trash-"
 
@@ -41,7 +54,7 @@ _staging_locks: dict[Path, int] = {}
 
 
 class PublishError(Exception):
-    """A publish/rollback request that cannot be honoured (the message says why)."""
+    """A publish request that cannot be honoured (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -87,29 +100,144 @@ def discard_staging(staging_dir: Path) -> None:
     _release_staging(path)
 
 
-def publish(extracts_dir: Path, source: str, staging_dir: Path, *, keep: int = KEEP_RUNS) -> PublishedRun:
-    """Move a validated staging folder to `runs/` and switch `current` to it."""
+def install_run(extracts_dir: Path, source: str, staging_dir: Path) -> Path:
+    """Step 1 of a publication: move a validated staging folder to `runs/<id>` (durably); returns it.
+
+    Nothing serves the run until the control plane records it; if that never
+    happens, `reconcile` (at start-up) or `discard_run` removes it.
+    """
     source_dir = Path(extracts_dir) / validate_source_name(source)
     staging = _checked_staging(source_dir, staging_dir)
-    run_id = staging.name
     with _source_lock(source_dir):
-        runs = source_dir / "runs"
-        runs.mkdir(exist_ok=True)
-        target = runs / run_id
-        if target.exists():
-            raise PublishError(f"run {run_id} of source {source!r} is already published")
-        _fsync_tree(staging)
-        os.rename(staging, target)  # same filesystem: atomic
-        fsync_dir(staging.parent)
-        fsync_dir(runs)
+        return _install(source_dir, staging)
+
+
+def point_at(extracts_dir: Path, source: str, run_id: str, previous_run_id: str | None, *,
+             keep: int = KEEP_RUNS) -> bool:
+    """Step 3: make `current`/`previous` name the recorded runs, then prune; True if a pointer moved.
+
+    Idempotent (recovery calls it to repair pointers left behind by a kill).
+    A missing previous run only drops the `previous` pointer.
+    """
+    source_dir = Path(extracts_dir) / validate_source_name(source)
+    with _source_lock(source_dir):
+        return _point(source_dir, run_id, previous_run_id, keep)
+
+
+def discard_run(extracts_dir: Path, source: str, run_id: str) -> None:
+    """Remove an installed run the control plane did not record (its recording failed)."""
+    source_dir = Path(extracts_dir) / validate_source_name(source)
+    if not RUN_ID_RE.match(run_id or ""):
+        return
+    with _source_lock(source_dir):
+        if run_id in {_link_target(source_dir / "current"), _link_target(source_dir / "previous")}:
+            return
+        shutil.rmtree(source_dir / "runs" / run_id, ignore_errors=True)
+
+
+def publish(extracts_dir: Path, source: str, staging_dir: Path, *, keep: int = KEEP_RUNS) -> PublishedRun:
+    """`install_run` + `point_at(previous = the old current pointer)`, without a control plane.
+
+    For tools and tests only: a sync (jobs/sync.py) records the run in the
+    control plane between the two steps, which is what makes it served.
+    """
+    source_dir = Path(extracts_dir) / validate_source_name(source)
+    staging = _checked_staging(source_dir, staging_dir)
+    with _source_lock(source_dir):
         previous = _link_target(source_dir / "current")
-        if previous is not None:
-            _switch(source_dir, "previous", previous)
-        _switch(source_dir, "current", run_id)
-        fsync_dir(source_dir)
-        _release_staging(staging)
-        _prune(source_dir, keep)
-    return PublishedRun(source, run_id, target, previous)
+        target = _install(source_dir, staging)
+        _point(source_dir, target.name, previous, keep)
+    return PublishedRun(source, target.name, target, previous)
+
+
+def run_dir(extracts_dir: Path, source: str, run_id: str | None) -> Path | None:
+    """`runs/<run_id>` of a source (whether or not it exists), or None for a missing/invalid id."""
+    if not run_id or not RUN_ID_RE.match(run_id):
+        return None
+    return (Path(extracts_dir) / validate_source_name(source) / "runs" / run_id).resolve()
+
+
+def recorded_runs(extracts_dir: Path, recorded: dict[str, str]) -> dict[str, Path]:
+    """source -> run folder for the control plane's recorded runs (`publications.run_id`).
+
+    The mapping `ServingCatalog.sync_sources` takes. A recorded folder that is
+    missing stays in the mapping, so attaching it fails loudly (health) instead
+    of the source silently disappearing; an invalid name or id is left out.
+    """
+    found: dict[str, Path] = {}
+    for source, run_id in sorted(recorded.items()):
+        try:
+            path = run_dir(extracts_dir, source, run_id)
+        except PublishError:
+            continue
+        if path is not None:
+            found[source] = path
+    return found
+
+
+@contextmanager
+def sync_lock_nowait(extracts_dir: Path, source: str) -> Iterator[bool]:
+    """Try the source's sync lock without waiting: True while held, False if a sync (any process) has it.
+
+    Never creates a source folder: a source with no folder yields True (nothing to guard).
+    """
+    source_dir = Path(extracts_dir) / validate_source_name(source)
+    if not source_dir.is_dir():
+        yield True
+        return
+    fd = os.open(source_dir / SYNC_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Reconciled:
+    source: str
+    repointed: bool = False
+    removed: list[Path] | None = None
+    problem: str | None = None
+    run_path: Path | None = None  # the recorded run's folder, when it is on disk
+
+
+def reconcile(extracts_dir: Path, source: str, run_id: str | None, previous_run_id: str | None, *,
+              remove_unrecorded: bool) -> Reconciled:
+    """Make the disk agree with the control plane's record (caller holds the sync lock).
+
+    Re-points `current`/`previous` at the recorded runs; with `remove_unrecorded`
+    (start-up) also removes runs that are neither (a kill between install and
+    record), skipping runs a serving process still holds. Nothing recorded:
+    pointers go, runs go (with `remove_unrecorded`).
+    """
+    source_dir = Path(extracts_dir) / validate_source_name(source)
+    done = Reconciled(source, removed=[])
+    if not source_dir.is_dir():
+        return done
+    with _source_lock(source_dir):
+        if run_id is not None:
+            try:
+                done.repointed = _point(source_dir, run_id, previous_run_id, KEEP_RUNS)
+            except PublishError as exc:
+                done.problem = str(exc)
+                return done  # the recorded run is missing: touch nothing else (serving reports it)
+            done.run_path = (source_dir / "runs" / run_id).resolve()
+        elif remove_unrecorded:
+            for name in ("current", "previous"):
+                if (source_dir / name).is_symlink():
+                    (source_dir / name).unlink()
+                    done.repointed = True
+        if remove_unrecorded and (source_dir / "runs").is_dir():
+            keep = {run_id, previous_run_id}
+            for run in sorted((source_dir / "runs").iterdir()):
+                if RUN_ID_RE.match(run.name) and run.name not in keep and _remove_unheld(run):
+                    done.removed.append(run)
+    return done
 
 
 def current_run(extracts_dir: Path, source: str) -> Path | None:
@@ -133,23 +261,6 @@ def published_runs(extracts_dir: Path) -> dict[str, Path]:
             if path is not None:
                 found[entry.name] = path
     return found
-
-
-def rollback(extracts_dir: Path, source: str) -> PublishedRun:
-    """Serve the previous run again; `previous` then points at the run rolled back from."""
-    source_dir = Path(extracts_dir) / validate_source_name(source)
-    with _source_lock(source_dir):
-        current = _link_target(source_dir / "current")
-        previous = _link_target(source_dir / "previous")
-        if current is None or previous is None or previous == current:
-            raise PublishError(f"source {source!r} has no previous run to roll back to")
-        target = source_dir / "runs" / previous
-        if not target.is_dir():
-            raise PublishError(f"previous run {previous} of source {source!r} is missing on disk")
-        _switch(source_dir, "previous", current)
-        _switch(source_dir, "current", previous)
-        fsync_dir(source_dir)
-    return PublishedRun(source, previous, target, current)
 
 
 def remove_source(extracts_dir: Path, source: str) -> None:
@@ -260,7 +371,7 @@ def _checked_staging(source_dir: Path, staging_dir: Path) -> Path:
 
 @contextmanager
 def _source_lock(source_dir: Path) -> Iterator[None]:
-    """Serialize publish/rollback/remove of one source across processes."""
+    """Serialize install/point/remove of one source across processes."""
     source_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(source_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -268,6 +379,44 @@ def _source_lock(source_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _install(source_dir: Path, staging: Path) -> Path:
+    runs = source_dir / "runs"
+    runs.mkdir(exist_ok=True)
+    target = runs / staging.name
+    if target.exists():
+        raise PublishError(f"run {staging.name} of source {source_dir.name!r} is already published")
+    _fsync_tree(staging)
+    os.rename(staging, target)  # same filesystem: atomic
+    fsync_dir(staging.parent)
+    fsync_dir(runs)
+    _release_staging(staging)
+    return target
+
+
+def _point(source_dir: Path, run_id: str, previous_run_id: str | None, keep: int) -> bool:
+    if not RUN_ID_RE.match(run_id or "") or (previous_run_id is not None and not RUN_ID_RE.match(previous_run_id)):
+        raise PublishError(f"invalid run id {run_id!r}/{previous_run_id!r} for source {source_dir.name!r}")
+    if not (source_dir / "runs" / run_id).is_dir():
+        raise PublishError(f"run {run_id} of source {source_dir.name!r} is missing on disk")
+    if previous_run_id == run_id or (previous_run_id is not None
+                                     and not (source_dir / "runs" / previous_run_id).is_dir()):
+        previous_run_id = None
+    moved = False
+    if _link_target(source_dir / "previous") != previous_run_id:
+        if previous_run_id is None:
+            (source_dir / "previous").unlink(missing_ok=True)
+        else:
+            _switch(source_dir, "previous", previous_run_id)
+        moved = True
+    if _link_target(source_dir / "current") != run_id:
+        _switch(source_dir, "current", run_id)
+        moved = True
+    if moved:
+        fsync_dir(source_dir)
+    _prune(source_dir, keep, protect={run_id, previous_run_id})
+    return moved
 
 
 def _switch(source_dir: Path, name: str, run_id: str) -> None:
@@ -286,21 +435,31 @@ def _link_target(link: Path) -> str | None:
     return name if RUN_ID_RE.match(name) else None
 
 
-def _prune(source_dir: Path, keep: int) -> None:
-    protected = {_link_target(source_dir / "current"), _link_target(source_dir / "previous")}
+def _prune(source_dir: Path, keep: int, protect: set[str | None] = frozenset()) -> None:  # type: ignore[assignment]
+    """Keep the `keep` newest runs, the pointed-at ones and `protect` (the recorded run and previous run)."""
+    protected = {_link_target(source_dir / "current"), _link_target(source_dir / "previous"), *protect}
     runs = sorted((p for p in (source_dir / "runs").iterdir() if RUN_ID_RE.match(p.name)), reverse=True)
     for index, run in enumerate(runs):
         if index < keep or run.name in protected:
             continue
+        _remove_unheld(run)  # still attached by a serving catalog: a later publish prunes it
+
+
+def _remove_unheld(run: Path) -> bool:
+    """Delete a run folder unless a serving process holds it (hold_run); True if deleted."""
+    try:
         fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # still attached by a serving catalog: a later publish prunes it
-        else:
-            shutil.rmtree(run, ignore_errors=True)
-        finally:
-            os.close(fd)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        shutil.rmtree(run, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _release_staging(path: Path) -> None:

@@ -30,12 +30,22 @@ from contract_tests.validator import validate_extract
 
 from agnes.control import health_errors, publications
 from agnes.control import jobs as jobs_repo
-from agnes.engine.inbox import READY, InboxError, reject, take_run
-from agnes.engine.publish import current_run, discard_staging, new_staging_dir, publish
+from agnes.engine.inbox import READY, InboxError, give_back, reject, take_run
+from agnes.engine.publish import (
+    SYNC_LOCK,
+    PublishError,
+    discard_run,
+    discard_staging,
+    install_run,
+    new_staging_dir,
+    point_at,
+)
 from agnes.errors import AgnesError
 from agnes.extract.names import TABLE_NAME_RE
 from agnes.extract.runner import RunResult, run_connector
 from agnes.jobs.carry_over import CarryOverError, carry_over
+from agnes.jobs.faults import kill_point
+from agnes.jobs.recovery import align_locked
 from agnes.jobs.runlog import JobRun
 from agnes.services.instance import Instance
 
@@ -79,16 +89,17 @@ async def run_sync_job(instance: Instance, job_id: int, *, owner: str) -> str | 
         except asyncio.CancelledError:
             run.say("the process running this job is shutting down: stopped; trigger the sync again")
             await asyncio.shield(_finish(instance, run, "cancelled", "stopped: the server or worker running it "
-                                         "shut down; the previous data keeps serving - trigger the sync again"))
+                                         "shut down; the previous data keeps serving - trigger the sync again",
+                                         outcomes))
             raise
         except Exception as exc:
             log.exception("job %s failed unexpectedly", job_id)
             run.say(f"internal error: {type(exc).__name__}: {exc}")
-            await _finish(instance, run, "failed", f"internal error: {type(exc).__name__}: {exc}")
+            await _finish(instance, run, "failed", f"internal error: {type(exc).__name__}: {exc}", outcomes)
             return "failed"
         status, error = _verdict(outcomes, run)
         run.say(f"job {job_id} {status}" + (f": {error}" if error else ""))
-        await _finish(instance, run, status, error)
+        await _finish(instance, run, status, error, outcomes)
         return status
 
 
@@ -106,13 +117,22 @@ def _verdict(outcomes: list[SourceOutcome], run: JobRun) -> tuple[str, str | Non
     return "failed", errors
 
 
-async def _finish(instance: Instance, run: JobRun, status: str, error: str | None) -> None:
+# SourceOutcome.status -> job_sources.status (a source's own status in GET /api/admin/sources)
+_SOURCE_STATUS = {"published": "succeeded", "partial": "partial", "failed": "failed", "cancelled": "cancelled",
+                  "skipped": "skipped"}
+
+
+async def _finish(instance: Instance, run: JobRun, status: str, error: str | None,
+                  outcomes: list[SourceOutcome] | None = None) -> None:
     if run.lost:
         return  # the recovery sweep already failed this job; its row is not ours any more
     async with instance.control.transaction() as conn:
         await jobs_repo.settle_pending(conn, run.job_id, None, "skipped", f"not published: the job {status}")
         done = await jobs_repo.finish(conn, run.job_id, run.owner, status=status, error=_clip(error),
                                       log_tail=run.tail)
+        for outcome in (outcomes or []) if done else []:  # sources it never reached show the job's status
+            await jobs_repo.set_source(conn, run.job_id, outcome.source, _SOURCE_STATUS.get(outcome.status, "failed"),
+                                       _clip(outcome.error))
     if not done:
         log.warning("job %s: could not record %s (it is no longer running as %s)", run.job_id, status, run.owner)
 
@@ -157,14 +177,18 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
     async with _source_lock(extracts, source, run) as locked:
         if not locked:
             return SourceOutcome(source, "cancelled", "cancelled while waiting for another sync of this source")
-        previous = current_run(extracts, source)
+        # The run the control plane records is the previous one (a pointer may lag after a kill: fix it now).
+        previous = (await align_locked(instance, source)).run_path
         staging = new_staging_dir(extracts, source)
+        taken = False  # an inbox run in staging goes back to inbox/<source>/ unless it is published
+        refusal: str | None = f"Job {run.job_id} failed before it could publish this run (see its error and log_tail)."
         try:
             async with instance.control.transaction() as conn:
                 for table in tables or []:
                     await jobs_repo.set_table(conn, run.job_id, source, table, "pending")
             if spec.connector is None:  # Tier B: the producer already wrote the run into the inbox
                 result = await asyncio.to_thread(_take_inbox_run, inbox, staging)
+                taken = result.ok
                 run.say(f"{source}: took the run from inbox/{source}/" if result.ok else f"{source}: {result.error}")
             else:
                 run.say(f"{source}: running connector {spec.connector.name!r}"
@@ -173,12 +197,15 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
                 async def on_event(event: dict[str, Any]) -> None:
                     await _on_event(instance, run, source, event)
 
-                result = await run_connector(
-                    spec.connector, staging, config=spec.config, secrets=spec.secrets_env,
-                    timeout=instance.settings.sync.timeout_seconds, on_event=on_event, cancel=run.cancel,
-                    tables=spec.tables, source_name=source,
-                    state_dir=spec.state_dir, previous_dir=previous,
-                )
+                from agnes.services.source_files import connector_inputs
+
+                async with connector_inputs(spec) as inputs:  # e.g. csv: a snapshot of the staged files
+                    result = await run_connector(
+                        spec.connector, staging, config=inputs.config, secrets=inputs.secrets_env,
+                        timeout=instance.settings.sync.timeout_seconds, on_event=on_event, cancel=run.cancel,
+                        tables=inputs.tables, source_name=source,
+                        state_dir=inputs.state_dir, previous_dir=previous,
+                    )
             for line in [*result.log_tail[-20:], *result.stderr_tail[-STDERR_LINES:]]:
                 run.say(line, prefix=source)
             if result.status == "cancelled":
@@ -187,21 +214,24 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
             if not result.ok:
                 error = result.error or "the connector failed"
                 await _settle(instance, run, source, "failed", f"not published: {error}")
-                return await _fail(instance, run, source, "sync_failed", error)
+                if spec.connector:
+                    return await _fail(instance, run, source, "sync_failed", error)
+                return await _fail(instance, run, source, "extract_invalid", error)  # an inbox hand-over refused
             try:
                 carried = await asyncio.to_thread(carry_over, staging, previous, set(result.tables_failed), tables)
             except CarryOverError as exc:
                 message = f"{exc}; the whole previous run keeps serving"
+                refusal = f"Not published: {message}."
                 return await _fail(instance, run, source, "sync_failed", message)
             report = await asyncio.to_thread(validate_extract, staging, source_name=source)
             if not report.ok:
-                if spec.connector is None:
-                    await asyncio.to_thread(reject, inbox, report.to_text())
+                refusal = f"inbox/{source}/ was not published: it breaks the extract contract.\n\n{report.to_text()}"
                 return await _invalid(instance, run, source, report)
             if run.lost:
+                refusal = None  # not judged: READY again, the next inbox check retries it
                 return SourceOutcome(source, "cancelled", "the job was taken over by recovery; not published")
-            # A valid run is published and recorded to the end even if we are cancelled meanwhile:
-            # a pointer switch without its counter bump would stay unnoticed by the serving process.
+            kill_point("validated")
+            # A valid run is installed, recorded and pointed at to the end even if we are cancelled meanwhile.
             step = asyncio.ensure_future(_publish(instance, run, source, staging, report, result.tables_failed,
                                                   {c.table: c.extracted_at for c in carried}))
             try:
@@ -210,7 +240,12 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
                 with contextlib.suppress(Exception):
                     await step
                 raise
+        except asyncio.CancelledError:
+            refusal = None  # stopped, not judged: READY again, the next inbox check retries it
+            raise
         finally:
+            if taken and staging.exists():
+                _give_back_inbox_run(inbox, staging, refusal)
             if staging.exists():  # not published (a published staging folder has become runs/<id>)
                 discard_staging(staging)
     if failed:
@@ -221,36 +256,57 @@ async def _sync_source(instance: Instance, run: JobRun, source: str, tables: lis
 
 async def _publish(instance: Instance, run: JobRun, source: str, staging: Path, report: Any,
                    failed: dict[str, dict[str, Any]], carried: dict[str, str | None]) -> list[str]:
-    """Switch the pointer, then record it (one transaction); returns the tables that failed."""
+    """Install the run, record it (THE commit point: one transaction), point `current` at it, register its tables.
+
+    Returns the tables that failed. A kill before the record leaves an unrecorded
+    runs/<id> that nothing serves (start-up recovery removes it); a kill after it
+    leaves the run served (serving follows the record) with lagging pointers and
+    maybe unregistered tables, which recovery of the dead job repairs
+    (jobs/recovery.py). AGNES_FAULT_KILL_AT (jobs/faults.py) kills here in tests.
+    """
     from agnes.services import sources as sources_service
 
-    done = await asyncio.to_thread(publish, instance.settings.extracts_dir, source, staging)
-    run_id, previous_run_id = done.run_id, done.previous_run_id
+    extracts = instance.settings.extracts_dir
+    run_id = (await asyncio.to_thread(install_run, extracts, source, staging)).name
+    kill_point("installed")
     stamps = [t.extracted_at for t in report.tables if t.extracted_at]
     extracted_at = _iso(max(stamps)) if stamps else None
-    async with instance.control.transaction() as conn:
-        pub = await publications.record(conn, source=source, run_id=run_id, previous_run_id=previous_run_id,
-                                        extracted_at=extracted_at)
-        requested = set(await _job_tables(conn, run.job_id, source))
-        for info in report.tables:
-            if info.name in failed:
-                kept = f"; previous data kept (extracted_at {carried[info.name]})" if info.name in carried else ""
-                await jobs_repo.set_table(conn, run.job_id, source, info.name, "failed",
-                                          error=_clip(_table_error(failed[info.name]) + kept))
-            elif info.name not in carried:
-                await jobs_repo.set_table(conn, run.job_id, source, info.name, "succeeded", rows=info.rows)
-        missing = sorted(requested - {t.name for t in report.tables} - set(failed))
-        for name in missing:
-            await jobs_repo.set_table(conn, run.job_id, source, name, "failed",
-                                      error="not in the published extract: the connector did not write it")
-        for code in SYNC_CODES:
-            await health_errors.resolve(conn, source=source, code=code)
-        bad = sorted({*failed, *missing})
-        lost = [t for t in bad if t not in carried]
-        if bad:
-            await health_errors.raise_error(conn, code="sync_failed", source=source, message=_clip(
-                f"job {run.job_id}: table(s) {', '.join(bad)} of {source} failed"
-                + (f"; no previous data for {', '.join(lost)}" if lost else "; their previous data keeps serving")))
+    try:
+        async with instance.control.transaction() as conn:
+            before = await publications.get(conn, source)
+            previous_run_id = before.run_id if before is not None else None
+            pub = await publications.record(conn, source=source, run_id=run_id, previous_run_id=previous_run_id,
+                                            extracted_at=extracted_at)
+            requested = set(await _job_tables(conn, run.job_id, source))
+            for info in report.tables:
+                if info.name in failed:
+                    kept = f"; previous data kept (extracted_at {carried[info.name]})" if info.name in carried else ""
+                    await jobs_repo.set_table(conn, run.job_id, source, info.name, "failed",
+                                              error=_clip(_table_error(failed[info.name]) + kept))
+                elif info.name not in carried:
+                    await jobs_repo.set_table(conn, run.job_id, source, info.name, "succeeded", rows=info.rows)
+            missing = sorted(requested - {t.name for t in report.tables} - set(failed))
+            for name in missing:
+                await jobs_repo.set_table(conn, run.job_id, source, name, "failed",
+                                          error="not in the published extract: the connector did not write it")
+            for code in SYNC_CODES:
+                await health_errors.resolve(conn, source=source, code=code)
+            bad = sorted({*failed, *missing})
+            lost = [t for t in bad if t not in carried]
+            if bad:
+                await health_errors.raise_error(conn, code="sync_failed", source=source, message=_clip(
+                    f"job {run.job_id}: table(s) {', '.join(bad)} of {source} failed"
+                    + (f"; no previous data for {', '.join(lost)}" if lost else "; their previous data keeps serving")))
+    except BaseException:
+        await asyncio.to_thread(discard_run, extracts, source, run_id)  # not recorded: never served
+        raise
+    kill_point("recorded")
+    try:
+        await asyncio.to_thread(point_at, extracts, source, run_id, previous_run_id)
+    except (OSError, PublishError) as exc:  # served anyway (serving follows the record); recovery re-points
+        log.exception("job %s: pointing %s/current at run %s failed", run.job_id, source, run_id)
+        run.say(f"{source}: warning: the run is published but pointing current at it failed: {exc}")
+    kill_point("switched")
     run.say(f"{source}: published run {run_id} (publication serial {pub.serial}, {len(report.tables)} table(s)"
             + (f", {len(carried)} kept from the previous run" if carried else "") + ")")
     try:
@@ -262,11 +318,30 @@ async def _publish(instance: Instance, run: JobRun, source: str, staging: Path, 
 
 
 def _take_inbox_run(inbox: Path, staging: Path) -> RunResult:
+    """Take the run; one that cannot be taken is refused at once (REJECTED, READY removed, files put
+    back), so the inbox watcher does not queue a failing job for it every few seconds."""
     try:
         take_run(inbox, staging)
     except (InboxError, OSError) as exc:
-        return RunResult("failed", error=f"could not take the run from inbox/{inbox.name}/: {exc}")
+        error = f"could not take the run from inbox/{inbox.name}/: {exc}"
+        try:
+            reject(inbox, f"inbox/{inbox.name}/ was not published: {exc}", staging)
+        except OSError as why:
+            log.exception("inbox/%s: writing REJECTED failed", inbox.name)
+            error += f" (and writing inbox/{inbox.name}/REJECTED failed: {why})"
+        else:
+            error += f"; the reason is in inbox/{inbox.name}/REJECTED"
+        return RunResult("failed", error=error)
     return RunResult("succeeded")
+
+
+def _give_back_inbox_run(inbox: Path, staging: Path, refusal: str | None) -> None:
+    """An inbox run that was taken but not published goes back for inspection (REJECTED) or, when the
+    sync stopped without judging it (refusal None), back with READY to be retried."""
+    try:
+        give_back(inbox, staging, refusal)
+    except OSError:
+        log.exception("inbox/%s: putting the unpublished run back failed", inbox.name)
 
 
 async def _job_tables(conn: Any, job_id: int, source: str) -> list[str]:
@@ -308,6 +383,7 @@ async def _settle(instance: Instance, run: JobRun, source: str, status: str, err
 
 async def _on_event(instance: Instance, run: JobRun, source: str, event: dict[str, Any]) -> None:
     """Connector progress -> job_tables rows as they happen (input is untrusted: checked and clipped)."""
+    kill_point("connector")
     kind, table = event.get("event"), event.get("table")
     if not isinstance(table, str) or not TABLE_NAME_RE.match(table):
         run.say(f"{source}: event {str(kind)[:40]}", prefix=source)
@@ -336,7 +412,7 @@ async def _source_lock(extracts: Path, source: str, run: JobRun) -> AsyncIterato
     """Exclusive flock on extracts/<source>/.sync.lock (any process); yields False if cancelled while waiting."""
     folder = extracts / source
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".sync.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(folder / SYNC_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         waiting = False
         while True:

@@ -30,6 +30,9 @@ async def scan_inbox(instance: Instance) -> list[int]:
         problem = source_name_problem(name)
         async with instance.control.read() as conn:
             row = await sources_repo.get(conn, name)
+        if problem is None and (inbox / name).is_symlink():
+            problem = (f"inbox/{name} is a symbolic link; the producer must write its run into a real folder "
+                       f"inbox/{name}/")
         if problem is None and row is not None and row["type"] != "external":
             problem = (f"a {row['type']} source named {name!r} already exists; a Tier B producer needs its own "
                        "name (rename the inbox folder)")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from agnes.control import health_errors, publications
 from agnes.engine.catalog import ServingCatalog, SyncReport
 from agnes.engine.connection import ConnectionPolicy
-from agnes.engine.publish import published_runs
+from agnes.engine.publish import recorded_runs
 
 if TYPE_CHECKING:
     from agnes.services.instance import Instance
@@ -57,11 +57,11 @@ class CatalogService:
                 counter = await publications.counter(conn)
                 if counter == self.state.seen_counter and not force:
                     return None
-                # The control plane decides what exists: a run left on disk by a source deleted
-                # mid-way (or never recorded) is not served.
-                recorded = {p.source for p in await publications.all_sources(conn)}
-            on_disk = await asyncio.to_thread(published_runs, self.instance.settings.extracts_dir)
-            runs = {source: path for source, path in on_disk.items() if source in recorded}
+                # The control plane decides what is served: runs/<publications.run_id>, never what the
+                # `current` pointer says (it is switched after the record and may lag after a kill),
+                # and nothing for a run left on disk by a source deleted mid-way or never recorded.
+                recorded = {p.source: p.run_id for p in await publications.all_sources(conn)}
+            runs = await asyncio.to_thread(recorded_runs, self.instance.settings.extracts_dir, recorded)
             report = await asyncio.to_thread(self.catalog.sync_sources, runs)
             self.state.seen_counter = counter
             self.state.last_report = report
