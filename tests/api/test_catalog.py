@@ -11,7 +11,7 @@ async def test_list_shape_filters_and_admin_descriptions(client, admin_token, au
     assert page["count"] == len(page["tables"]) == 5
     orders = next(t for t in page["tables"] if t["id"] == "sample.orders")
     assert set(orders) == {"id", "source", "name", "qualified_name", "description", "rows", "size_bytes",
-                           "extracted_at", "query_mode", "columns", "status"}
+                           "extracted_at", "query_mode", "columns", "status", "bare_name", "collides_with"}
     assert (orders["source"], orders["name"], orders["qualified_name"]) == ("sample", "orders", '"sample"."orders"')
     assert orders["rows"] == 10_000 and orders["size_bytes"] > 0 and orders["status"] == "ok"
     assert orders["extracted_at"].endswith("Z") and orders["query_mode"] == "local"
@@ -80,3 +80,60 @@ async def test_repeated_query_parameters_are_refused(client, admin_token, auth):
     body = err(await client.get("/api/catalog/tables?source=a&source=b", headers=auth(admin_token)), 400,
                "validation_failed")
     assert "source" in body["message"] and "once" in body["hint"]
+
+
+def resp_text(body) -> str:
+    import json
+
+    return json.dumps(body)
+
+
+async def test_name_collisions_are_shown_and_never_name_unreadable_tables(client, admin_token, auth):
+    """`orders` exists in sample, shop and crm: no source owns the bare name. Each table says so, and names
+    only the colliding tables the caller may read."""
+    from tests.serving_helpers import load_sources
+
+    await load_sources(client, admin_token, csv={"shop": {"orders.csv": b"id,total\n1,5\n2,7\n"},
+                                                 "crm": {"orders.csv": b"id\n9\n", "leads.csv": b"id\n1\n2\n3\n"}})
+    admin = auth(admin_token)
+
+    async def tables(headers):
+        resp = await client.get("/api/catalog/tables", headers=headers)
+        assert resp.status_code == 200, resp.text
+        return {t["id"]: (t["bare_name"], t["collides_with"]) for t in resp.json()["tables"]}, resp.text
+
+    seen, _ = await tables(admin)
+    assert seen["sample.orders"] == (None, ["crm.orders", "shop.orders"])
+    assert seen["shop.orders"] == (None, ["crm.orders", "sample.orders"])
+    assert seen["crm.leads"] == ('"leads"', []) and seen["sample.customers"] == ('"customers"', [])
+    detail = (await client.get("/api/catalog/tables/crm.orders", headers=admin)).json()
+    assert (detail["bare_name"], detail["collides_with"]) == (None, ["sample.orders", "shop.orders"])
+
+    uid, me = await viewer(client, admin_token)
+    for target in ("shop.*", "crm.*"):
+        resp = await client.post("/api/admin/grants", json={"user_id": uid, "target": target}, headers=admin)
+        assert resp.status_code == 200, resp.text
+    seen, text = await tables(me)
+    assert seen == {"shop.orders": (None, ["crm.orders"]), "crm.orders": (None, ["shop.orders"]),
+                    "crm.leads": ('"leads"', [])}
+    assert "sample" not in text  # the unreadable sample.orders is never named
+    detail = (await client.get("/api/catalog/tables/shop.orders", headers=me)).json()
+    assert (detail["bare_name"], detail["collides_with"]) == (None, ["crm.orders"])
+    assert "sample.orders" not in resp_text(detail)
+
+    # What the catalog says is what SQL does: the bare name works only where bare_name is set.
+    ok = await client.post("/api/query", json={"sql": 'SELECT count(*) AS n FROM "leads"'}, headers=me)
+    assert ok.status_code == 200 and ok.json()["rows"] == [[3]], ok.text
+    bare = await client.post("/api/query", json={"sql": "SELECT * FROM orders"}, headers=me)
+    assert bare.status_code >= 400 and "sample.orders" not in bare.text, bare.text
+    qualified = await client.post("/api/query", json={"sql": 'SELECT count(*) FROM "shop"."orders"'}, headers=me)
+    assert qualified.status_code == 200 and qualified.json()["rows"] == [[2]], qualified.text
+
+    # A user reading only shop: the name still collides (bare `orders` does not work for them either),
+    # but none of the other tables is named.
+    resp = await client.request("DELETE", "/api/admin/grants", json={"user_id": uid, "target": "crm.*"},
+                                headers=admin)
+    assert resp.status_code == 204, resp.text
+    seen, text = await tables(me)
+    assert seen == {"shop.orders": (None, [])}
+    assert "crm" not in text and "sample" not in text, text

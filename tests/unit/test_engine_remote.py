@@ -1,10 +1,11 @@
-"""Remote (pass-through) tables: SQL re-aiming, secrets from token_env, sqlite and postgres end to end."""
+"""Remote (pass-through) tables: SQL re-aiming, secrets from token_env, sqlite end to end.
+
+Postgres end to end (a real server that checks the password from token_env): tests/integration/test_engine_remote.py.
+"""
 
 from __future__ import annotations
 
-import socket
 import sqlite3
-import uuid
 from pathlib import Path
 
 import duckdb
@@ -157,72 +158,6 @@ def test_remote_view_reading_an_undeclared_alias_is_refused(
     report = catalog.sync_sources(pub.published_runs(catalog.extracts_dir))
     assert "not under an alias declared in _remote_attach" in report.errors["sneaky"]
     assert catalog.tables() == []
-
-
-def _postgres_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def pg_table(ext_dir: Path):
-    if not _postgres_up():
-        pytest.skip("needs PostgreSQL on 127.0.0.1:5432 (database test, user postgres, trust auth)")
-    name = f"agnes_engine_{uuid.uuid4().hex[:8]}"
-    con = duckdb.connect(config={"extension_directory": str(ext_dir)})
-    load_extension(con, "postgres")
-    con.execute(f"ATTACH '{PG_URL}' AS pg (TYPE postgres)")
-    con.execute(f"CREATE TABLE pg.public.{name} AS SELECT range AS id, 'p' || range AS label FROM range(5)")
-    yield name
-    con.execute(f"DROP TABLE IF EXISTS pg.public.{name}")
-    con.close()
-
-
-def test_postgres_remote_table_with_token_env(catalog: ServingCatalog, tmp_path: Path, ext_dir: Path, pg_table: str):
-    ex = catalog.extracts_dir
-    local = pub.new_staging_dir(ex, "local")
-    con = duckdb.connect(str(local / "extract.duckdb"))
-    con.execute(META_DDL)
-    con.execute("INSERT INTO _meta (table_name) VALUES ('things')")
-    con.execute("CREATE TABLE things AS SELECT 1 AS x")
-    con.close()
-    pub.publish(ex, "local", local)
-    assert catalog.sync_sources(pub.published_runs(ex)).errors == {}  # the catalog is now live and locked
-
-    attach = ("pg", "postgres", PG_URL, "AGNES_TEST_PG_PASSWORD")
-    publish_remote(ex, "warehouse", ext_dir, attach, {"orders": f"SELECT id, label FROM pg.public.{pg_table}"})
-    report = catalog.sync_sources(pub.published_runs(ex))
-    assert report.errors == {} and report.attached == ["warehouse"]
-    assert report.rebuilt, "a locked DuckDB cannot ATTACH postgres: a fresh generation is built"
-    result = catalog.execute_readonly("SELECT count(*), sum(id) FROM warehouse.orders").to_pylist()[0]
-    assert list(result.values()) == [5, 10]
-    assert catalog.execute_readonly("SELECT count(*) FROM orders").column(0)[0].as_py() == 5
-    assert catalog.execute_readonly("SELECT x FROM local.things").column(0)[0].as_py() == 1
-    paths = catalog.execute_readonly("SELECT coalesce(path, '') AS p FROM duckdb_databases()").column(0).to_pylist()
-    assert not any("s3cr" in p for p in paths), "the secret never appears in the attach string"
-    secrets = catalog.execute_readonly("SELECT secret_string FROM duckdb_secrets()").column(0).to_pylist()
-    assert len(secrets) == 1 and "password=redacted" in secrets[0] and "s3cr" not in secrets[0]
-
-    views = {"orders": f"SELECT id, label FROM pg.public.{pg_table} WHERE id < 3"}
-    publish_remote(ex, "warehouse", ext_dir, attach, views)  # same _remote_attach: reuse the attachment
-    report = catalog.sync_sources(pub.published_runs(ex))
-    assert report.attached == ["warehouse"] and not report.rebuilt and report.errors == {}
-    assert catalog.execute_readonly("SELECT count(*) FROM warehouse.orders").column(0)[0].as_py() == 3
-
-
-def test_postgres_missing_token_env_is_a_clear_error(tmp_path: Path, ext_dir: Path, pg_table: str) -> None:
-    cat = ServingCatalog(tmp_path / "extracts", ConnectionPolicy(threads=1, extension_directory=ext_dir), environ={})
-    try:
-        attach = ("pg", "postgres", PG_URL, "AGNES_TEST_PG_PASSWORD")
-        publish_remote(cat.extracts_dir, "warehouse", ext_dir, attach, {"orders": f"SELECT * FROM pg.{pg_table}"})
-        report = cat.sync_sources(pub.published_runs(cat.extracts_dir))
-        assert "AGNES_TEST_PG_PASSWORD" in report.errors["warehouse"]
-        assert "not set" in report.errors["warehouse"]
-    finally:
-        cat.close()
 
 
 def test_rebuild_keeps_old_runs_of_broken_sources_and_open_readers_working(

@@ -1,5 +1,10 @@
 """The data catalog as one user sees it: only tables the read rule lets them read.
 
+Name collisions: the engine serves the bare name `table` only while exactly
+one source has a table of that name; each table says whether its bare name
+works (`bare_name`) and which OTHER tables of that name the caller may read
+(`collides_with`) -- tables the caller may not read are never named.
+
 Descriptions: an admin's edit in the registry wins over the extract's `_meta`.
 The detail view adds column statistics and a few sample rows, computed by
 queries through the same guard and executor as user SQL and cached per
@@ -11,8 +16,9 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -34,6 +40,14 @@ _CACHE: OrderedDict[tuple[str, str], tuple[dict[str, Any] | None, str | None, An
 _CACHE_SIZE = 256
 
 
+BareName = Annotated[str | None, msgspec.Meta(description=(
+    'The unqualified name, ready for SQL ("table"). Null when another served source has a table with the same '
+    "name: the bare name is then not served, so use qualified_name."))]
+CollidesWith = Annotated[list[str], msgspec.Meta(description=(
+    "Ids of the other tables with this name that you may read. Tables you may not read are never named, so "
+    "bare_name can be null while this list is empty."))]
+
+
 class Column(msgspec.Struct, frozen=True):
     name: str
     type: str
@@ -51,6 +65,8 @@ class Table(msgspec.Struct, frozen=True, kw_only=True):
     query_mode: str  # local | remote
     columns: list[Column]
     status: str  # ok | stale (the newest sync could not be attached; the previous data is served)
+    bare_name: BareName
+    collides_with: CollidesWith
 
 
 class CatalogPage(msgspec.Struct, frozen=True):
@@ -91,6 +107,8 @@ class TableDetail(msgspec.Struct, frozen=True, kw_only=True):
     columns: list[ColumnDetail]
     sample: SampleRows | None
     stats_note: str | None = None  # why statistics or samples are missing
+    bare_name: BareName
+    collides_with: CollidesWith
 
 
 def table_not_found(table_id: str, hint: str = NOT_FOUND_HINT) -> AgnesError:
@@ -105,26 +123,43 @@ def iso_utc(value: datetime | None) -> str | None:
     return value.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
 
 
-def _table(t: CatalogTable, descriptions: dict[str, str | None]) -> Table:
+@dataclass(frozen=True)
+class _Readable:
+    access: Access
+    tables: list[CatalogTable]  # the ones the caller may read
+    descriptions: dict[str, str | None]
+    owners: dict[str, list[str]]  # table name -> ids of ALL served tables with that name (same snapshot)
+
+
+def _table(t: CatalogTable, seen: _Readable) -> Table:
+    owners = seen.owners.get(t.name, [t.id])
     return Table(id=t.id, source=t.source, name=t.name, qualified_name=f"{quote_ident(t.source)}.{quote_ident(t.name)}",
-                 description=descriptions.get(t.id, t.description), rows=t.rows, size_bytes=t.size_bytes,
+                 description=seen.descriptions.get(t.id, t.description), rows=t.rows, size_bytes=t.size_bytes,
                  extracted_at=iso_utc(t.extracted_at), query_mode=t.query_mode,
-                 columns=[Column(n, ty) for n, ty in t.columns], status=t.status)
+                 columns=[Column(n, ty) for n, ty in t.columns], status=t.status,
+                 bare_name=quote_ident(t.name) if len(owners) == 1 else None,
+                 collides_with=[o for o in owners if o != t.id and seen.access.can_read(o)])
 
 
-async def _readable(instance: Instance, user: User) -> tuple[Access, list[CatalogTable], dict[str, str | None]]:
+async def _readable(instance: Instance, user: User) -> _Readable:
     executor_of(instance)  # 503 catalog_loading while the first build runs
     assert instance.serving is not None
     access = await access_for(instance, user)
     async with instance.control.read() as conn:
         descriptions = await edited_descriptions(conn)
-    return access, [t for t in instance.serving.catalog.tables() if access.can_read(t.id)], descriptions
+    served = instance.serving.catalog.tables()
+    # The engine serves a bare name only while exactly one source has that table (engine/attach.py);
+    # counted over every served table, readable or not, from the same snapshot as the list.
+    owners: dict[str, list[str]] = {}
+    for t in served:
+        owners.setdefault(t.name, []).append(t.id)
+    return _Readable(access, [t for t in served if access.can_read(t.id)], descriptions, owners)
 
 
 async def list_tables(instance: Instance, user: User, *, source: str | None = None,
                       q: str | None = None) -> CatalogPage:
-    _access, tables, descriptions = await _readable(instance, user)
-    found = [_table(t, descriptions) for t in tables if source is None or t.source == source]
+    seen = await _readable(instance, user)
+    found = [_table(t, seen) for t in seen.tables if source is None or t.source == source]
     if q:
         needle = q.casefold()
         found = [t for t in found if needle in t.id.casefold() or needle in (t.description or "").casefold()]
@@ -132,8 +167,9 @@ async def list_tables(instance: Instance, user: User, *, source: str | None = No
 
 
 async def get_table(instance: Instance, user: User, table_id: str) -> TableDetail:
-    access, tables, descriptions = await _readable(instance, user)
-    found = next((t for t in tables if t.id == table_id), None)
+    seen = await _readable(instance, user)
+    access = seen.access
+    found = next((t for t in seen.tables if t.id == table_id), None)
     if found is None:
         raise table_not_found(table_id)
     assert instance.serving is not None
@@ -145,13 +181,14 @@ async def get_table(instance: Instance, user: User, table_id: str) -> TableDetai
             _CACHE[(table_id, run)] = (stats, note, sample)
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
-    base = _table(found, descriptions)
+    base = _table(found, seen)
     columns = [ColumnDetail(c.name, c.type, ColumnStats(**stats[c.name]) if stats and c.name in stats else None)
                for c in base.columns]
     return TableDetail(id=base.id, source=base.source, name=base.name, qualified_name=base.qualified_name,
                        description=base.description, rows=base.rows, size_bytes=base.size_bytes,
                        extracted_at=base.extracted_at, query_mode=base.query_mode, status=base.status,
-                       columns=columns, sample=sample, stats_note=note)
+                       columns=columns, sample=sample, stats_note=note, bare_name=base.bare_name,
+                       collides_with=base.collides_with)
 
 
 async def _run(instance: Instance, access: Access, sql: str) -> engine.QueryResult:
