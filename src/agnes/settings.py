@@ -131,7 +131,8 @@ FILE_KEYS: tuple[str, ...] = tuple(f"{s}.{f}" for s, cls in _SECTIONS.items() fo
 # The one table of environment variables: name -> (Settings field path, description).
 ENV_VARS: dict[str, tuple[str, str]] = {
     "DATA_DIR": ("data_dir", "Data directory (default ./data; /data in the container)."),
-    "AGNES_CONFIG": ("config_path", "Provisioning file (default $DATA_DIR/config/instance.yaml)."),
+    "AGNES_CONFIG": ("config_path",
+                     "Provisioning file (default $DATA_DIR/config/instance.yaml); if set, it must exist."),
     "AGNES_INSTANCE_NAME": ("instance.name", "Instance name shown in the UI and /api/health."),
     "AGNES_HOST": ("server.host", "Address the server listens on."),
     "AGNES_PORT": ("server.port", "TCP port to listen on (1..65535)."),
