@@ -135,3 +135,38 @@ def test_two_processes_starting_together_share_secrets_and_token(data_dir: Path)
     finally:
         for s in servers:
             s.stop()
+
+
+def test_make_run_serves_setup_mode_on_the_embedded_defaults(tmp_path: Path):
+    """README's first command, as written: `make run` serves on the embedded defaults (no Redis)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.helpers import agnes_env, free_port
+
+    root = Path(__file__).resolve().parents[2]
+    port, data = free_port(), tmp_path / "data"
+    env = {k: v for k, v in agnes_env(data).items() if k != "DATA_DIR"}  # make run's own default is ./data
+    log = (tmp_path / "make-run.log").open("w")
+    proc = subprocess.Popen(["make", "-C", str(root), "run", f"PORT={port}", f"DATA_DIR={data}"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "make-run.log").read_text()
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, (tmp_path / "make-run.log").read_text()
+                time.sleep(0.2)
+        body = health.json()
+        assert health.status_code == 200 and body["setup_required"] is True, body
+        assert (data / "state" / "agnes.sqlite").is_file() and (data / "state" / "setup-token").is_file()
+        assert "jobs run in this server process" in (tmp_path / "make-run.log").read_text()  # no Redis needed
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
