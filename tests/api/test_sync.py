@@ -95,3 +95,35 @@ async def test_sync_is_admin_only(client: Client, admin_token: str, auth: Callab
     error_of(await client.get("/api/sync/jobs", headers=analyst), 403, "forbidden")
     error_of(await client.get("/api/sync/jobs"), 401, "not_authenticated")
     error_of(await client.post("/api/sync/jobs/1/cancel"), 401, "not_authenticated")
+
+
+async def test_a_publication_that_cannot_be_recorded_is_discarded_and_the_old_run_serves(
+        client: Client, admin_token: str, auth: Callable, monkeypatch: Any) -> None:
+    import sqlite3
+
+    from agnes.control import publications
+
+    h = auth(admin_token)
+    instance = client.app.state.instance
+    await client.post("/api/admin/configure", json={"data_source": "sample"}, headers=h)
+    first = (await client.post("/api/sync/trigger", json={"source": "sample"}, headers=h)).json()
+    assert (await wait_final(client, h, first["job_id"]))["status"] == "succeeded"
+    runs = instance.settings.extracts_dir / "sample" / "runs"
+    served = sorted(p.name for p in runs.iterdir())
+    async with instance.control.read() as conn:
+        recorded = (await publications.get(conn, "sample")).run_id
+    assert served == [recorded]
+
+    async def refuse(*_: Any, **__: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")  # the commit point fails
+
+    monkeypatch.setattr(publications, "record", refuse)
+    second = (await client.post("/api/sync/trigger", json={"source": "sample"}, headers=h)).json()
+    job = await wait_final(client, h, second["job_id"])
+    assert job["status"] == "failed", job
+    assert sorted(p.name for p in runs.iterdir()) == served  # the installed run went with the failed record
+    async with instance.control.read() as conn:
+        assert (await publications.get(conn, "sample")).run_id == recorded
+    monkeypatch.undo()
+    rows = await client.post("/api/query", json={"sql": "SELECT count(*) AS n FROM sample.customers"}, headers=h)
+    assert rows.status_code == 200 and rows.json()["rows"] == [[2000]], rows.text

@@ -298,7 +298,11 @@ async def _publish(instance: Instance, run: JobRun, source: str, staging: Path, 
                     f"job {run.job_id}: table(s) {', '.join(bad)} of {source} failed"
                     + (f"; no previous data for {', '.join(lost)}" if lost else "; their previous data keeps serving")))
     except BaseException:
-        await asyncio.to_thread(discard_run, extracts, source, run_id)  # not recorded: never served
+        # Not recorded: never served, so it goes. Asked again because a cancellation can land after COMMIT.
+        async with instance.control.read() as conn:
+            after = await publications.get(conn, source)
+        if after is None or after.run_id != run_id:
+            await asyncio.to_thread(discard_run, extracts, source, run_id)
         raise
     kill_point("recorded")
     try:
