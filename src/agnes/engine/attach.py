@@ -82,7 +82,7 @@ def remove_source(gen: Generation, source: str) -> None:
         gen.writer,
         lambda con: (
             con.execute(f"DROP SCHEMA IF EXISTS {quote_ident(source)} CASCADE"),
-            _bare_views(con, names, set(old.tables)),
+            _bare_views(con, gen, names, set(old.tables)),
         ),
     )
     with gen.guard:
@@ -142,7 +142,7 @@ def _commit(gen: Generation, source: str, tables: list[TableEntry], old: SourceS
             con.execute(f"CREATE OR REPLACE VIEW {schema}.{quote_ident(table.name)} AS {table.body}")
         for name in old_names - new_names:
             con.execute(f"DROP VIEW IF EXISTS {schema}.{quote_ident(name)}")
-        _bare_views(con, names, old_names ^ new_names)
+        _bare_views(con, gen, names, old_names ^ new_names)
         for table in tables if describe else ():  # DESCRIBE: duckdb_columns() walks the whole catalog
             described = con.execute(f"DESCRIBE {schema}.{quote_ident(table.name)}").fetchall()
             columns.extend((table.name, row[0], row[1]) for row in described)
@@ -184,13 +184,20 @@ def _apply_owners(gen: Generation, names: dict[str, set[str]]) -> None:
             gen.names.pop(name, None)
 
 
-def _bare_views(con: duckdb.DuckDBPyConnection, names: dict[str, set[str]], touched: set[str]) -> None:
-    """A bare name exists only while exactly one source has that table."""
+def _bare_views(con: duckdb.DuckDBPyConnection, gen: Generation, names: dict[str, set[str]],
+                touched: set[str]) -> None:
+    """A bare name exists only while exactly one source has that table.
+
+    Only changes are executed (`gen.names` still holds the owners before this change): a full load
+    of sources sharing table names would otherwise run one no-op DROP per source and name.
+    """
     for name in sorted(touched):
-        owners = names.get(name, set())
+        owners, before = names.get(name, set()), gen.names.get(name, set())
         if len(owners) == 1:
+            if owners == before:
+                continue  # the same bare view already points at this owner
             (owner,) = owners
             target = f"{quote_ident(owner)}.{quote_ident(name)}"
             con.execute(f"CREATE OR REPLACE VIEW main.{quote_ident(name)} AS SELECT * FROM {target}")
-        else:
+        elif len(before) == 1:
             con.execute(f"DROP VIEW IF EXISTS main.{quote_ident(name)}")
