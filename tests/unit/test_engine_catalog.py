@@ -89,6 +89,38 @@ def test_same_name_in_two_sources_is_qualified_only_and_reported(catalog: Servin
     assert scalar(catalog, "SELECT count(*) FROM items") == 2
 
 
+def test_bare_names_follow_owners_through_three_sources_and_detaches(catalog: ServingCatalog) -> None:
+    """Only real changes of a bare view are executed; every step must still leave exactly the right one."""
+    ex = catalog.extracts_dir
+
+    def bare() -> int | None:
+        try:
+            return scalar(catalog, "SELECT count(*) FROM orders")
+        except duckdb.CatalogException:
+            return None
+
+    publish_extract(ex, "a", {"orders": ints(1)})
+    catalog.sync_sources(pub.published_runs(ex))
+    assert bare() == 1
+    for source, rows in (("b", 2), ("c", 3)):  # a second, then a third owner: no bare name
+        publish_extract(ex, source, {"orders": ints(rows)})
+        catalog.sync_sources(pub.published_runs(ex))
+        assert bare() is None
+    publish_extract(ex, "a", {"orders": ints(4)})  # re-published while colliding: still none
+    catalog.sync_sources(pub.published_runs(ex))
+    assert bare() is None
+    runs = pub.published_runs(ex)
+    catalog.sync_sources({"a": runs["a"], "c": runs["c"]})  # b detached: still two owners
+    assert bare() is None
+    catalog.sync_sources({"c": runs["c"]})  # a detached: c alone owns it
+    assert bare() == 3 and catalog.collisions == {}
+    publish_extract(ex, "c", {"orders": ints(5)})  # its own re-publish keeps the bare name, with new data
+    catalog.sync_sources({"c": pub.published_runs(ex)["c"]})
+    assert bare() == 5
+    catalog.sync_sources({})
+    assert bare() is None
+
+
 def test_local_layouts_never_run_the_extract_views(catalog: ServingCatalog) -> None:
     ex = catalog.extracts_dir
     layout = {"single": "parquet", "parts": "partitioned", "inside": "base"}
