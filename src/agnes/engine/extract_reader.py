@@ -8,17 +8,17 @@ keep their view's query, re-aimed later by `remote.rewrite_remote_query`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+from contract_tests.spec import TABLE_NAME_RE
 
 from agnes.engine.connection import open_inspection, quote_ident, sql_literal
 from agnes.engine.remote import RemoteSpec, read_remote_specs, view_query
 
-TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,127}$")
+TABLE_RE = TABLE_NAME_RE  # the contract's pattern
 _QUERY_MODES = ("local", "remote")
 
 

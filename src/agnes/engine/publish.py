@@ -39,9 +39,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from contract_tests.spec import SOURCE_NAME_RE
+
 from agnes.durable import fsync_dir
 
-SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+SOURCE_RE = SOURCE_NAME_RE  # the contract's pattern; the reserved set here is only what breaks folders/schemas
 RESERVED_SOURCES = frozenset({"main", "system", "temp", "memory", "information_schema", "pg_catalog"})
 RUN_ID_RE = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
 KEEP_RUNS = 2

@@ -24,13 +24,12 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import duckdb
+from contract_tests.names import alias_problem, extension_problem
 
 from agnes.engine.connection import quote_ident, sql_literal
 
 # Extensions whose secret is a password merged into the connection string.
 _PASSWORD_SECRET_TYPES = {"postgres": "postgres", "mysql": "mysql"}
-_ALIAS_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_EXTENSION_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 class RemoteError(Exception):
@@ -62,10 +61,9 @@ def read_remote_specs(con: duckdb.DuckDBPyConnection, x_alias: str, source: str)
     ).fetchall()
     specs: list[RemoteSpec] = []
     for alias, extension, url, token_env in rows:
-        if not alias or not _ALIAS_RE.match(alias):
-            raise RemoteError(f"_remote_attach alias {alias!r} must match ^[a-z_][a-z0-9_]{{0,62}}$")
-        if not extension or not _EXTENSION_RE.match(extension):
-            raise RemoteError(f"_remote_attach alias {alias!r}: invalid extension {extension!r}")
+        problem = alias_problem(alias) or extension_problem(extension)  # the contract's rules, one copy
+        if problem:
+            raise RemoteError(f"_remote_attach alias {alias!r}: {problem.text}")
         specs.append(RemoteSpec(source, alias, extension, url or "", token_env or None))
     if len({s.alias for s in specs}) != len(specs):
         raise RemoteError("_remote_attach declares the same alias twice")

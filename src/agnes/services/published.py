@@ -10,16 +10,15 @@ The run is held (shared lock) while read, so publishing cannot prune it.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import duckdb
+from contract_tests.spec import TABLE_NAME_RE
 
 from agnes.engine.publish import current_run, hold_run, release_run
 from agnes.services.source_types import Column, DiscoveredTable
 
 log = logging.getLogger(__name__)
-_TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,127}$")
 
 
 def _lit(value: str) -> str:
@@ -46,7 +45,7 @@ def _read(run: Path) -> dict[str, DiscoveredTable]:
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'x' AND schema_name = 'main'").fetchall()}
         found: dict[str, DiscoveredTable] = {}
         for name, description, mode in meta:
-            if not isinstance(name, str) or not _TABLE_RE.match(name):
+            if not isinstance(name, str) or not TABLE_NAME_RE.match(name):
                 continue
             columns: list[Column] = []
             sql = _data_sql(run, name, base) if mode == "local" else None
